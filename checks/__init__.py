@@ -1,0 +1,11 @@
+"""Check families. ``REGISTRY`` maps a config ``type`` to ``module:Class``.
+
+Modules are imported on first use, so a family that is not configured costs
+nothing at start-up (a CloudWatch check must never import boto3 unless used).
+"""
+
+REGISTRY: dict[str, str] = {
+    "ping": "checks.ping:PingCheck",
+    "disk": "checks.disk:DiskCheck",
+    "inode": "checks.disk:InodeCheck",
+}
