@@ -1,0 +1,128 @@
+"""The agent's configuration models (pydantic), with the shipped defaults.
+
+A check or notifier entry is validated in two parts: the fields every entry has
+(:class:`CheckEntry`, :class:`NotifierEntry`) and the family's own ``Config``
+model, looked up in the family registry by ``type`` — so only configured
+families are imported.
+"""
+
+from __future__ import annotations
+
+import socket
+import zoneinfo
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from checks.types import Duration
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$"
+
+
+def _severity(value: Any) -> Any:
+    # YAML reads `severity: 1` as an integer; Microsoft's scale names it "1".
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+#: Microsoft Unified Support severities (SPEC §5): 1 > A > B > C.
+Severity = Annotated[Literal["1", "A", "B", "C"], BeforeValidator(_severity)]
+Locale = Literal["en", "ja"]
+
+
+class Model(BaseModel):
+    """Base: unknown keys are errors, values are immutable after load."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class AgentSettings(Model):
+    name: str = Field(default_factory=socket.gethostname, min_length=1)
+    state_dir: Path = Path("var")
+    locale: Locale = "en"
+    timezone: str = "Asia/Tokyo"
+    heartbeat: Duration = 30.0
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise PydanticCustomError(
+                "kanshi", "expected an IANA time zone such as Asia/Tokyo, got \"{v}\"",
+                {"v": value}) from None
+        return value
+
+
+class SchedulerSettings(Model):
+    workers: int = Field(16, ge=1, le=1024)
+    #: first runs are spread over min(spread, interval) so equal intervals don't fire together
+    spread: Duration = 60.0
+
+
+class StoreSettings(Model):
+    history: Duration = 14 * 86400.0
+
+
+class FlappingSettings(Model):
+    """Nagios-style flap detection over the last ``window`` results."""
+
+    enabled: bool = True
+    window: int = Field(21, ge=5, le=200)
+    high: float = Field(50.0, gt=0, le=100)
+    low: float = Field(25.0, ge=0, lt=100)
+
+
+class CheckDefaults(Model):
+    retry_interval: Duration = 60.0  # SPEC-free default; Nagios retry_interval style
+    max_attempts: int = Field(3, ge=1, le=100)
+    severity: Severity = "B"
+    flapping: FlappingSettings = FlappingSettings()
+
+
+class OutboxSettings(Model):
+    retry_initial: Duration = 10.0
+    retry_max: Duration = 600.0
+    #: a notice still undelivered after this also goes to the channel's fallback,
+    #: well inside the 30 min first-notice SLO (SPEC §4)
+    fallback_after: Duration = 900.0
+    give_up_after: Duration = 86400.0
+
+
+class RootConfig(Model):
+    include: list[str] = []
+    agent: AgentSettings = AgentSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    store: StoreSettings = StoreSettings()
+    defaults: CheckDefaults = CheckDefaults()
+    outbox: OutboxSettings = OutboxSettings()
+    checks: list[dict[str, Any]] = []
+    notifiers: list[dict[str, Any]] = []
+
+
+class CheckEntry(Model):
+    """Fields every check has, whatever its type."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    type: str
+    enabled: bool = True
+    description: str = ""
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    retry_interval: Duration | None = None
+    max_attempts: int | None = Field(None, ge=1, le=100)
+    severity: Severity | None = None
+    notify: list[str] | None = None
+    flapping: FlappingSettings | None = None
+
+
+class NotifierEntry(Model):
+    """Fields every notification channel has, whatever its type."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    type: str
+    enabled: bool = True
+    locale: Locale | None = None
+    fallback: str | None = None
