@@ -1,0 +1,42 @@
+"""Persistent state: SQLite (WAL) with versioned migrations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.store.audit import AuditLog
+from agent.store.checks import CheckStore
+from agent.store.db import Database, StoreError
+from agent.store.incidents import IncidentStore
+from agent.store.notifications import NotificationStore
+from agent.store.runs import AgentRuns
+
+DB_NAME = "kanshi.db"
+
+
+@dataclass
+class Store:
+    """All repositories over one database."""
+
+    db: Database
+    checks: CheckStore
+    incidents: IncidentStore
+    notifications: NotificationStore
+    audit: AuditLog
+    runs: AgentRuns
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_store(state_dir: Path, *, migrate: bool = True) -> Store:
+    """Open (and by default migrate) the store in ``state_dir``."""
+    db = Database(state_dir / DB_NAME)
+    if migrate:
+        db.migrate()
+    return Store(db, CheckStore(db), IncidentStore(db), NotificationStore(db), AuditLog(db),
+                 AgentRuns(db))
+
+
+__all__ = ["Store", "StoreError", "open_store"]

@@ -1,0 +1,179 @@
+"""The notification outbox and its delivery attempts.
+
+States: ``pending`` → ``sending`` (claimed, with a lease) → ``delivered``; or
+``failed`` (a permanent error) / ``expired`` (gave up after ``give_up_after``).
+A ``sending`` row whose lease ran out — the agent died mid-send — is claimable
+again, so nothing is lost to a crash.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from agent.store.db import Database, parse_ts, ts
+
+_CLAIM = """
+UPDATE notifications SET state = 'sending', claimed_until = :lease
+WHERE id IN (
+    SELECT n.id FROM notifications n
+    WHERE ((n.state = 'pending' AND n.next_attempt_at <= :now)
+           OR (n.state = 'sending' AND n.claimed_until < :now))
+      AND NOT EXISTS (  -- keep each channel's notices of one incident in order
+          SELECT 1 FROM notifications p
+          WHERE p.channel = n.channel AND p.incident_id IS n.incident_id AND p.id < n.id
+            AND p.state IN ('pending', 'sending'))
+    ORDER BY n.id LIMIT :limit)
+RETURNING *
+"""
+
+
+@dataclass(frozen=True)
+class Notification:
+    id: int
+    incident_id: int | None
+    event_id: int | None
+    channel: str
+    kind: str
+    payload: dict[str, Any]
+    state: str
+    created_at: datetime
+    next_attempt_at: datetime
+    fallback_at: datetime
+    expires_at: datetime
+    attempts: int
+    delivered_at: datetime | None
+    last_error: str | None
+    origin_id: int | None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    at: datetime
+    duration: float
+    ok: bool
+    error: str | None
+
+
+class NotificationStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(self, *, incident_id: int | None, event_id: int | None, channel: str, kind: str,
+            payload: dict[str, Any], now: datetime, fallback_at: datetime,
+            expires_at: datetime, origin_id: int | None = None) -> int:
+        with self.db.tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO notifications (incident_id, event_id, channel, kind, payload,"
+                " created_at, next_attempt_at, fallback_at, expires_at, origin_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (incident_id, event_id, channel, kind, json.dumps(payload, ensure_ascii=False),
+                 ts(now), ts(now), ts(fallback_at), ts(expires_at), origin_id))
+            return int(cur.lastrowid or 0)
+
+    def claim_due(self, now: datetime, lease_until: datetime, limit: int) -> list[Notification]:
+        """Atomically take up to ``limit`` notices that are due."""
+        with self.db.tx() as conn:
+            rows = conn.execute(_CLAIM, {"lease": ts(lease_until), "now": ts(now),
+                                         "limit": limit}).fetchall()
+        return sorted((_notification(r) for r in rows), key=lambda n: n.id)
+
+    def delivered(self, notification_id: int, at: datetime, duration: float) -> None:
+        with self.db.tx() as conn:
+            self._attempt(conn, notification_id, at, duration, None)
+            conn.execute("UPDATE notifications SET state = 'delivered', delivered_at = ?,"
+                         " attempts = attempts + 1, claimed_until = NULL, last_error = NULL"
+                         " WHERE id = ?", (ts(at), notification_id))
+
+    def failed(self, notification_id: int, at: datetime, duration: float, error: str,
+               retry_at: datetime | None, final_state: str = "failed") -> None:
+        """Record a failed attempt; retry at ``retry_at`` or stop in ``final_state``."""
+        with self.db.tx() as conn:
+            self._attempt(conn, notification_id, at, duration, error)
+            state = "pending" if retry_at is not None else final_state
+            conn.execute("UPDATE notifications SET state = ?, attempts = attempts + 1,"
+                         " next_attempt_at = COALESCE(?, next_attempt_at), claimed_until = NULL,"
+                         " last_error = ? WHERE id = ?",
+                         (state, None if retry_at is None else ts(retry_at), error,
+                          notification_id))
+
+    def release(self, notification_id: int) -> None:
+        """Give a claimed notice back untouched (e.g. on shutdown)."""
+        with self.db.tx() as conn:
+            conn.execute("UPDATE notifications SET state = 'pending', claimed_until = NULL"
+                         " WHERE id = ? AND state = 'sending'", (notification_id,))
+
+    def needing_fallback(self, now: datetime, channels: set[str]) -> list[Notification]:
+        """Undelivered notices past their fallback time (or given up) on ``channels``."""
+        if not channels:
+            return []
+        marks = ",".join("?" * len(channels))
+        with self.db.read() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM notifications WHERE fallback_queued = 0 AND state != 'delivered'"
+                f" AND (fallback_at <= ? OR state IN ('failed', 'expired'))"
+                f" AND channel IN ({marks}) ORDER BY id", (ts(now), *sorted(channels))).fetchall()
+        return [_notification(r) for r in rows]
+
+    def mark_fallback_queued(self, notification_id: int) -> None:
+        with self.db.tx() as conn:
+            conn.execute("UPDATE notifications SET fallback_queued = 1 WHERE id = ?",
+                         (notification_id,))
+
+    def expire(self, now: datetime) -> int:
+        """Stop retrying notices past their ``expires_at``."""
+        with self.db.tx() as conn:
+            return conn.execute(
+                "UPDATE notifications SET state = 'expired' WHERE state = 'pending'"
+                " AND expires_at <= ?", (ts(now),)).rowcount
+
+    def get(self, notification_id: int) -> Notification | None:
+        with self.db.read() as conn:
+            row = conn.execute("SELECT * FROM notifications WHERE id = ?",
+                               (notification_id,)).fetchone()
+        return _notification(row) if row else None
+
+    def for_incident(self, incident_id: int) -> list[Notification]:
+        with self.db.read() as conn:
+            rows = conn.execute("SELECT * FROM notifications WHERE incident_id = ? ORDER BY id",
+                                (incident_id,)).fetchall()
+        return [_notification(r) for r in rows]
+
+    def attempts(self, notification_id: int) -> list[Attempt]:
+        with self.db.read() as conn:
+            rows = conn.execute("SELECT * FROM notification_attempts WHERE notification_id = ?"
+                                " ORDER BY id", (notification_id,)).fetchall()
+        return [Attempt(parse_ts(r["at"]), r["duration"], bool(r["ok"]), r["error"])
+                for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Number of notices per state."""
+        with self.db.read() as conn:
+            rows = conn.execute("SELECT state, COUNT(*) FROM notifications GROUP BY state")
+            return {r[0]: r[1] for r in rows.fetchall()}
+
+    def next_due(self) -> datetime | None:
+        """When the earliest pending notice becomes due."""
+        with self.db.read() as conn:
+            row = conn.execute("SELECT MIN(next_attempt_at) FROM notifications"
+                               " WHERE state = 'pending'").fetchone()
+        return parse_ts(row[0]) if row and row[0] else None
+
+    @staticmethod
+    def _attempt(conn: Any, notification_id: int, at: datetime, duration: float,
+                 error: str | None) -> None:
+        conn.execute("INSERT INTO notification_attempts (notification_id, at, duration, ok, error)"
+                     " VALUES (?, ?, ?, ?, ?)",
+                     (notification_id, ts(at), duration, int(error is None), error))
+
+
+def _notification(row: Any) -> Notification:
+    delivered = row["delivered_at"]
+    return Notification(row["id"], row["incident_id"], row["event_id"], row["channel"],
+                        row["kind"], json.loads(row["payload"]), row["state"],
+                        parse_ts(row["created_at"]), parse_ts(row["next_attempt_at"]),
+                        parse_ts(row["fallback_at"]), parse_ts(row["expires_at"]),
+                        row["attempts"], None if delivered is None else parse_ts(delivered),
+                        row["last_error"], row["origin_id"])

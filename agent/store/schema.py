@@ -1,0 +1,116 @@
+"""Schema migrations, oldest first. Never edit a shipped step: append a new one.
+
+Timestamps are fixed-width UTC text (see ``db.ts``), so they sort and compare as
+text in SQL. Rows in ``incidents`` are a projection of ``incident_events`` kept
+in the same transaction; the events are the record.
+"""
+
+from __future__ import annotations
+
+V1 = (
+    # Latest result and confirmation state per (check, target).
+    """CREATE TABLE check_state (
+        check_name     TEXT NOT NULL,
+        target         TEXT NOT NULL,
+        status         INTEGER NOT NULL,
+        message        TEXT NOT NULL,
+        metrics        TEXT NOT NULL DEFAULT '{}',
+        last_run_at    TEXT NOT NULL,
+        duration       REAL NOT NULL DEFAULT 0,
+        hard_status    INTEGER NOT NULL,
+        hard_since     TEXT NOT NULL,
+        pending_status INTEGER,
+        pending_count  INTEGER NOT NULL DEFAULT 0,
+        pending_since  TEXT,
+        history        TEXT NOT NULL DEFAULT '',
+        flapping       INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (check_name, target))""",
+    # Bounded history of every result (pruned by store.history).
+    """CREATE TABLE results (
+        id         INTEGER PRIMARY KEY,
+        check_name TEXT NOT NULL,
+        target     TEXT NOT NULL,
+        status     INTEGER NOT NULL,
+        message    TEXT NOT NULL,
+        metrics    TEXT NOT NULL DEFAULT '{}',
+        at         TEXT NOT NULL,
+        duration   REAL NOT NULL DEFAULT 0)""",
+    "CREATE INDEX results_by_key ON results (check_name, target, at)",
+    "CREATE INDEX results_by_time ON results (at)",
+    # A check's own small persistent memory (e.g. mount points seen read-write).
+    """CREATE TABLE check_kv (
+        check_name TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        PRIMARY KEY (check_name, key))""",
+    """CREATE TABLE incidents (
+        id          INTEGER PRIMARY KEY,
+        dedup_key   TEXT NOT NULL,
+        check_name  TEXT NOT NULL,
+        target      TEXT NOT NULL,
+        status      INTEGER NOT NULL,
+        severity    TEXT NOT NULL,
+        message     TEXT NOT NULL,
+        opened_at   TEXT NOT NULL,
+        resolved_at TEXT,
+        flapping    INTEGER NOT NULL DEFAULT 0)""",
+    # At most one open incident per (check, target): the database enforces it.
+    "CREATE UNIQUE INDEX incidents_one_open ON incidents (dedup_key) WHERE resolved_at IS NULL",
+    """CREATE TABLE incident_events (
+        id          INTEGER PRIMARY KEY,
+        incident_id INTEGER NOT NULL REFERENCES incidents (id),
+        at          TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        status      INTEGER,
+        message     TEXT NOT NULL DEFAULT '',
+        actor       TEXT NOT NULL DEFAULT '',
+        data        TEXT NOT NULL DEFAULT '{}')""",
+    "CREATE INDEX incident_events_by_incident ON incident_events (incident_id, at)",
+    # The durable outbox: a notice is written here, in the same transaction as the
+    # incident event that caused it, before anything tries to send it.
+    """CREATE TABLE notifications (
+        id              INTEGER PRIMARY KEY,
+        incident_id     INTEGER REFERENCES incidents (id),
+        event_id        INTEGER REFERENCES incident_events (id),
+        channel         TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        state           TEXT NOT NULL DEFAULT 'pending',
+        created_at      TEXT NOT NULL,
+        next_attempt_at TEXT NOT NULL,
+        fallback_at     TEXT NOT NULL,
+        expires_at      TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        claimed_until   TEXT,
+        delivered_at    TEXT,
+        last_error      TEXT,
+        origin_id       INTEGER REFERENCES notifications (id),
+        fallback_queued INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX notifications_due ON notifications (state, next_attempt_at)",
+    """CREATE TABLE notification_attempts (
+        id              INTEGER PRIMARY KEY,
+        notification_id INTEGER NOT NULL REFERENCES notifications (id),
+        at              TEXT NOT NULL,
+        duration        REAL NOT NULL,
+        ok              INTEGER NOT NULL,
+        error           TEXT)""",
+    """CREATE TABLE audit_log (
+        id      INTEGER PRIMARY KEY,
+        at      TEXT NOT NULL,
+        actor   TEXT NOT NULL,
+        action  TEXT NOT NULL,
+        subject TEXT NOT NULL DEFAULT '',
+        detail  TEXT NOT NULL DEFAULT '{}')""",
+    # One row per agent process: start, heartbeat, clean stop — the agent's own
+    # downtime is what SPEC §2's 24-hour refund rule and the SLO exclusions need.
+    """CREATE TABLE agent_runs (
+        id           INTEGER PRIMARY KEY,
+        host         TEXT NOT NULL,
+        pid          INTEGER NOT NULL,
+        version      TEXT NOT NULL,
+        started_at   TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL,
+        stopped_at   TEXT)""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (V1,)
