@@ -1,0 +1,177 @@
+"""Turn confirmed transitions into incidents, timeline events and notices.
+
+One open incident per (check, target) — the database enforces it. Notices go
+out on transitions only: problem, change, recovery (with the outage duration),
+flapping start/stop, and "no longer reported". While a check is flapping its
+transitions are written to the timeline but not notified.
+
+Call :meth:`IncidentManager.apply` inside the transaction that stores the
+result, so incident, timeline and outbox change together or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from agent.config import CheckSpec
+from agent.confirm import Step, Transition
+from agent.outbox import Outbox
+from agent.store import Store
+from agent.store.incidents import Incident, dedup_key
+from checks.base import Result, Status, worst
+
+logger = logging.getLogger(__name__)
+
+
+class IncidentManager:
+    def __init__(self, store: Store, outbox: Outbox, host: str) -> None:
+        self.store = store
+        self.outbox = outbox
+        self.host = host
+
+    def apply(self, spec: CheckSpec, result: Result, step: Step) -> bool:
+        """Record what ``step`` means for incidents; True if a notice was queued."""
+        incident = self.store.incidents.open_for(dedup_key(spec.name, result.target))
+        if step.flapping_changed == "start":
+            return self._flapping_started(spec, result, step, incident)
+        if step.flapping_changed == "stop":
+            return self._flapping_stopped(spec, result, step, incident)
+        if step.transition is None:
+            return False
+        if step.state.flapping:
+            self._quiet_event(incident, step.transition, result)
+            return False
+        return self._transition(spec, result, step.transition, incident)
+
+    def close_vanished(self, spec: CheckSpec, target: str, at: datetime) -> bool:
+        """The check no longer reports ``target``: close its incident, if any."""
+        incident = self.store.incidents.open_for(dedup_key(spec.name, target))
+        if incident is None:
+            return False
+        message = "the check no longer reports this target"
+        event = self.store.incidents.add_event(incident.id, at, "closed", message=message)
+        self.store.incidents.resolve(incident.id, at)
+        self._notify(spec, incident, "vanished", Status.OK, incident.status, message, at,
+                     event, outage=(at - incident.opened_at).total_seconds())
+        return True
+
+    def _transition(self, spec: CheckSpec, result: Result, t: Transition,
+                    incident: Incident | None) -> bool:
+        if t.kind == "recovery":
+            if incident is None:
+                return False
+            return self._recovered(spec, result, incident, t.since, t.confirmed_at, "recovery")
+        if incident is None:
+            return self._open(spec, result, t)
+        event = self.store.incidents.add_event(
+            incident.id, t.confirmed_at, "status_changed", status=t.new, message=result.message,
+            data={"from": t.old.name, "to": t.new.name})
+        self.store.incidents.update(incident.id, status=t.new, message=result.message)
+        self._notify(spec, incident, "change", t.new, t.old, result.message, t.confirmed_at, event)
+        return True
+
+    def _open(self, spec: CheckSpec, result: Result, t: Transition) -> bool:
+        incidents = self.store.incidents
+        incident_id = incidents.create(spec.name, result.target, t.new, spec.severity,
+                                       result.message, t.since)
+        incidents.add_event(incident_id, t.since, "detected", status=t.new,
+                            message="first failed result")
+        event = incidents.add_event(incident_id, t.confirmed_at, "confirmed", status=t.new,
+                                    message=result.message,
+                                    data={"attempts": spec.max_attempts})
+        incident = incidents.get(incident_id)
+        assert incident is not None
+        logger.warning("incident #%d opened: %s %s %s — %s", incident_id, spec.name,
+                       result.target, t.new.name, result.message)
+        self._notify(spec, incident, "problem", t.new, t.old, result.message, t.confirmed_at,
+                     event)
+        return True
+
+    def _recovered(self, spec: CheckSpec, result: Result, incident: Incident,
+                   since: datetime, at: datetime, kind: str) -> bool:
+        incidents = self.store.incidents
+        incidents.add_event(incident.id, since, "recovered", status=Status.OK,
+                            message=result.message)
+        event = incidents.add_event(incident.id, at, "closed", message="recovery confirmed")
+        incidents.resolve(incident.id, at)
+        outage = (since - incident.opened_at).total_seconds()
+        logger.info("incident #%d recovered after %.0f s: %s %s", incident.id, outage,
+                       spec.name, result.target)
+        self._notify(spec, incident, kind, Status.OK, incident.status, result.message, at,
+                     event, outage=outage)
+        return True
+
+    def _flapping_started(self, spec: CheckSpec, result: Result, step: Step,
+                          incident: Incident | None) -> bool:
+        incidents = self.store.incidents
+        status = result.status if result.status.is_problem else _worst_recent(step)
+        if incident is None:
+            incident_id = incidents.create(spec.name, result.target, status, spec.severity,
+                                           result.message, result.at or step.state.hard_since,
+                                           flapping=True)
+            incident = incidents.get(incident_id)
+            assert incident is not None
+        else:
+            incidents.update(incident.id, flapping=True)
+        if step.transition is not None:
+            self._quiet_event(incident, step.transition, result)
+        at = result.at or step.state.hard_since
+        event = incidents.add_event(incident.id, at, "flapping_started", status=status,
+                                    message=f"{step.flap_percent:.0f}% of recent results "
+                                            "changed status",
+                                    data={"percent": round(step.flap_percent, 1)})
+        self._notify(spec, incident, "flapping_start", status, incident.status, result.message,
+                     at, event, flap_percent=step.flap_percent)
+        return True
+
+    def _flapping_stopped(self, spec: CheckSpec, result: Result, step: Step,
+                          incident: Incident | None) -> bool:
+        if incident is None:
+            return False
+        incidents = self.store.incidents
+        at = result.at or step.state.hard_since
+        if step.transition is not None:
+            self._quiet_event(incident, step.transition, result)
+        incidents.add_event(incident.id, at, "flapping_stopped", status=step.state.hard_status,
+                            data={"percent": round(step.flap_percent, 1)})
+        incidents.update(incident.id, flapping=False)
+        if not step.state.hard_status.is_problem:
+            return self._recovered(spec, result, incident, step.state.hard_since, at,
+                                   "flapping_stop")
+        incidents.update(incident.id, status=step.state.hard_status, message=result.message)
+        event = incidents.add_event(incident.id, at, "status_changed",
+                                    status=step.state.hard_status, message=result.message)
+        self._notify(spec, incident, "flapping_stop", step.state.hard_status, incident.status,
+                     result.message, at, event)
+        return True
+
+    def _quiet_event(self, incident: Incident | None, t: Transition, result: Result) -> None:
+        """A transition while flapping: on the timeline, not notified."""
+        if incident is None:
+            return
+        kind = {"problem": "status_changed", "change": "status_changed",
+                "recovery": "recovered"}[t.kind]
+        self.store.incidents.add_event(incident.id, t.confirmed_at, kind, status=t.new,
+                                       message=result.message,
+                                       data={"notified": False, "reason": "flapping"})
+        self.store.incidents.update(incident.id, status=t.new if t.new.is_problem else None)
+
+    def _notify(self, spec: CheckSpec, incident: Incident, kind: str, status: Status,
+                previous: Status, message: str, at: datetime, event_id: int,
+                **extra: Any) -> None:
+        fields = {
+            "kind": kind, "incident_id": incident.id, "dedup_key": incident.dedup_key,
+            "host": self.host, "check": spec.name, "target": incident.target,
+            "status": status.name, "previous_status": previous.name,
+            "severity": incident.severity, "message": message,
+            "detected_at": incident.opened_at, "at": at, "attempts": spec.max_attempts,
+            "outage_seconds": extra.get("outage"), "flap_percent": extra.get("flap_percent"),
+        }
+        self.outbox.enqueue(fields, spec.notify, event_id=event_id)
+
+
+def _worst_recent(step: Step) -> Status:
+    problems = [Status(int(c)) for c in step.state.history if c != "0"]
+    return worst(problems) if problems else Status.UNKNOWN

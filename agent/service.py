@@ -1,0 +1,203 @@
+"""The running agent: checks on a schedule, results into incidents, notices out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from agent import __version__
+from agent.clock import SystemClock
+from agent.config import CheckSpec, Config
+from agent.confirm import CheckState, advance
+from agent.incidents import IncidentManager
+from agent.outbox import Dispatcher, Outbox
+from agent.runner import CheckRunner
+from agent.scheduler import CheckScheduler
+from agent.secrets import Redactor
+from agent.store import Store, open_store
+from checks.base import Check, CheckContext, Clock, LocalResources, Result, Status
+from notifiers.base import Notifier
+
+logger = logging.getLogger(__name__)
+
+PRUNE_EVERY = 3600.0
+
+
+def build_check(spec: CheckSpec, clock: Clock, shared: LocalResources, scrub: Redactor,
+                state: dict[str, Any] | None = None) -> Check:
+    """Instantiate the check a spec describes."""
+    context = CheckContext(clock=clock, state=state if state is not None else {}, scrub=scrub,
+                           shared=shared)
+    return spec.cls(spec.name, spec.config, timeout=spec.timeout, context=context)
+
+
+class Agent:
+    """Wires config, store, checks, incidents and the outbox together."""
+
+    def __init__(self, config: Config, *, clock: Clock | None = None,
+                 store: Store | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.redactor = Redactor(config.secrets())
+        self.store = store or open_store(config.state_dir)
+        self.specs = {s.name: s for s in config.enabled_checks}
+        self.shared = LocalResources()
+        self.checks = {name: build_check(spec, self.clock, self.shared, self.redactor,
+                                         self.store.checks.kv_load(name))
+                       for name, spec in self.specs.items()}
+        self.notifiers = _build_notifiers(config)
+        channels = {n.name: n for n in config.notifiers}
+        settings = config.root.outbox
+        self.outbox = Outbox(self.store, self.clock, settings, channels,
+                             config.root.agent.timezone)
+        self.dispatcher = Dispatcher(self.store, self.clock, settings, self.notifiers,
+                                     self.outbox, scrub=self.redactor)
+        self.incidents = IncidentManager(self.store, self.outbox, config.root.agent.name)
+        self.runner = CheckRunner(self.clock)
+        self.scheduler = CheckScheduler(self.run_check, workers=config.root.scheduler.workers,
+                                        spread=config.root.scheduler.spread)
+        self._run_id: int | None = None
+        self._stop_requested = threading.Event()
+        self._stopped = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Record this run, close what vanished from the config, start everything."""
+        now = self.clock.now()
+        self._run_id = self.store.runs.start(self.config.root.agent.name, os.getpid(),
+                                             __version__, now)
+        self.close_unconfigured()
+        for name, spec in self.specs.items():
+            self.scheduler.add_check(name, spec.interval)
+        self.scheduler.add_task("heartbeat", self.heartbeat, self.config.root.agent.heartbeat)
+        self.scheduler.add_task("prune-history", self.prune_history, PRUNE_EVERY)
+        self.dispatcher.start()
+        self.scheduler.start()
+        logger.info("kanshi %s started: %d checks, %d channels, store %s", __version__,
+                    len(self.specs), len(self.notifiers), self.store.db.path)
+
+    def stop(self) -> None:
+        """Stop scheduling, let running checks and sends finish, record a clean stop."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.scheduler.shutdown(wait=True)
+        self.dispatcher.stop()
+        for check in self.checks.values():
+            check.close()
+        self.shared.close()
+        for notifier in self.notifiers.values():
+            notifier.close()
+        if self._run_id is not None:
+            self.store.runs.stop(self._run_id, self.clock.now())
+        self.store.close()
+        logger.info("kanshi stopped")
+
+    def heartbeat(self) -> None:
+        if self._run_id is not None:
+            self.store.runs.beat(self._run_id, self.clock.now())
+
+    def prune_history(self) -> None:
+        cutoff = self.clock.now() - timedelta(seconds=self.config.root.store.history)
+        removed = self.store.checks.prune_history(cutoff)
+        if removed:
+            logger.info("pruned %d results older than %s", removed, cutoff.date())
+
+    # -- one run of one check ---------------------------------------------------
+
+    def run_check(self, name: str) -> float:
+        """Run one check now and process its results; return the next interval."""
+        spec, check = self.specs[name], self.checks[name]
+        try:
+            memory = json.dumps(check.context.state, sort_keys=True, default=str)
+            results = self.runner.run(check, spec.timeout)
+            soft = self.process(spec, results)
+            if json.dumps(check.context.state, sort_keys=True, default=str) != memory:
+                self.store.checks.kv_save(name, dict(check.context.state))
+        except Exception:  # the store or a bug: log it, keep the schedule alive
+            logger.exception("processing the results of check %s failed", name)
+            return spec.interval
+        self.dispatcher.wake()
+        return spec.retry_interval if soft else spec.interval
+
+    def process(self, spec: CheckSpec, results: list[Result]) -> bool:
+        """Store results, advance confirmation, open/close incidents.
+
+        Returns True while any target is waiting for confirmation (retry soon).
+        """
+        states = self.store.checks.states(spec.name)
+        now = self.clock.now()
+        soft = False
+        with self.store.db.tx():
+            for result in self._with_check_level(spec, results, states):
+                before = states.get(result.target) or CheckState.fresh(result.at or now)
+                step = advance(before, result.status, result.at or now, spec.max_attempts,
+                               spec.flapping)
+                self.store.checks.record(result, step.state)
+                self.incidents.apply(spec, result, step)
+                soft = soft or step.state.soft
+                if result.target == "" and _settled_ok(step.state):
+                    self.store.checks.forget(spec.name, "")
+            if not any(r.target == "" for r in results):
+                self._forget_vanished(spec, states, {r.target for r in results}, now)
+        return soft
+
+    def _with_check_level(self, spec: CheckSpec, results: list[Result],
+                          states: dict[str, CheckState]) -> Iterable[Result]:
+        """Results plus, after a run that worked, an OK for an earlier check-level failure."""
+        yield from results
+        failed_before = "" in states and not _settled_ok(states[""])
+        if failed_before and not any(r.target == "" for r in results) and results:
+            first = results[0]
+            yield Result(Status.OK, "the check answers again", "", {}, spec.name, first.at,
+                         first.duration)
+
+    def _forget_vanished(self, spec: CheckSpec, states: dict[str, CheckState],
+                         reported: set[str], now: datetime) -> None:
+        for target in states.keys() - reported - {""}:
+            self.incidents.close_vanished(spec, target, now)
+            self.store.checks.forget(spec.name, target)
+            logger.info("check %s no longer reports %s; its state was dropped", spec.name,
+                        target)
+
+    def close_unconfigured(self) -> None:
+        """Close incidents and drop state of checks no longer in the config."""
+        now = self.clock.now()
+        for incident in self.store.incidents.find(open_only=True, limit=100_000):
+            if incident.check not in self.specs:
+                with self.store.db.tx():
+                    self.store.incidents.add_event(
+                        incident.id, now, "closed",
+                        message="the check is no longer configured (removed or disabled)")
+                    self.store.incidents.resolve(incident.id, now)
+                logger.info("incident #%d closed: check %s is no longer configured",
+                            incident.id, incident.check)
+        for name in self.store.checks.checks_with_state() - self.specs.keys():
+            self.store.checks.forget(name)
+
+    def run_forever(self) -> None:
+        """Start, block until :meth:`request_stop`, then stop cleanly."""
+        self.start()
+        try:
+            while not self._stop_requested.wait(1.0):
+                pass
+        finally:
+            self.stop()
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run_forever` to stop (safe from a signal handler)."""
+        self._stop_requested.set()
+
+
+def _settled_ok(state: CheckState) -> bool:
+    return state.hard_status is Status.OK and not state.soft
+
+
+def _build_notifiers(config: Config) -> dict[str, Notifier]:
+    return {spec.name: spec.cls(spec.name, spec.config) for spec in config.enabled_notifiers}

@@ -1,0 +1,233 @@
+"""The agent's result → incident → notice path, driven run by run with a frozen clock."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.clock import FrozenClock
+from agent.config import load_config
+from agent.service import Agent
+from checks.base import Result, Status
+from tests.support.scripted import RecordingNotifier, Script, scripted  # noqa: F401
+
+OK, W, C, U = Status.OK, Status.WARNING, Status.CRITICAL, Status.UNKNOWN
+
+CHECK = """
+checks:
+  - name: web
+    type: scripted
+    script: web
+    interval: 10m
+    retry_interval: 1m
+    max_attempts: 3
+"""
+
+
+@pytest.fixture
+def make_agent(tmp_path: Path, scripted: dict[str, Script]) -> Iterator[Callable[..., Agent]]:  # noqa: F811
+    agents: list[Agent] = []
+    clock = FrozenClock()
+
+    def make(extra: str = CHECK, *, locale: str = "en") -> Agent:
+        path = tmp_path / "kanshi.yaml"
+        path.write_text(textwrap.dedent(f"""
+            agent: {{name: host1, state_dir: state, locale: {locale}}}
+            defaults: {{flapping: {{enabled: false}}}}
+            notifiers:
+              - {{name: pager, type: recording}}
+            """) + textwrap.dedent(extra), encoding="utf-8")
+        agent = Agent(load_config(path, environ={}), clock=clock)
+        agents.append(agent)
+        return agent
+
+    make.clock = clock  # type: ignore[attr-defined]
+    yield make
+    for agent in agents:
+        agent.store.close()
+
+
+def step(agent: Agent, name: str = "web", minutes: float = 1.0) -> float:
+    """One run of ``name``, then deliver what it queued; the clock moves on."""
+    interval = agent.run_check(name)
+    agent.dispatcher.run_once()
+    agent.clock.advance(minutes * 60)  # type: ignore[attr-defined]
+    return interval
+
+
+def sent() -> list[str]:
+    return [f"{a.kind}:{a.target}:{a.status}" for a in RecordingNotifier.sent.get("pager", [])]
+
+
+def test_an_incident_opens_after_three_failures_and_is_notified_once(
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+    scripted["web"] = Script({"a": C})
+    agent = make_agent()
+    intervals = [step(agent) for _ in range(5)]
+    assert sent() == ["problem:a:CRITICAL"]
+    (incident,) = agent.store.incidents.find()
+    assert incident.check == "web" and incident.target == "a" and incident.status is C
+    assert intervals == [60.0, 60.0, 600.0, 600.0, 600.0], "retry quickly only while confirming"
+    kinds = [e.kind for e in agent.store.incidents.events(incident.id)]
+    assert kinds == ["detected", "confirmed", "notified"]
+
+
+def test_a_blip_shorter_than_the_confirmation_never_alerts(
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+    scripted["web"] = Script({"a": C}, {"a": C}, {"a": OK})
+    agent = make_agent()
+    for _ in range(6):
+        step(agent)
+    assert sent() == []
+    assert agent.store.incidents.find() == []
+
+
+def test_recovery_is_confirmed_and_its_notice_carries_the_outage(
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+    scripted["web"] = Script({"a": C}, {"a": C}, {"a": C}, {"a": C}, {"a": OK})
+    agent = make_agent()
+    for _ in range(7):
+        step(agent)
+    assert sent() == ["problem:a:CRITICAL", "recovery:a:OK"]
+    recovery = RecordingNotifier.sent["pager"][-1]
+    assert recovery.outage_seconds == 240.0  # first failure at 0 min, first OK at 4 min
+    assert "4m" in recovery.subject
+    assert agent.store.incidents.find() == []
+    (closed,) = agent.store.incidents.find(open_only=False)
+    kinds = [e.kind for e in agent.store.incidents.events(closed.id)]
+    assert kinds == ["detected", "confirmed", "notified", "recovered", "closed", "notified"]
+
+
+def test_warning_to_critical_is_one_incident_with_a_change_notice(
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+    scripted["web"] = Script({"a": W}, {"a": W}, {"a": W}, {"a": C})
+    agent = make_agent()
+    for _ in range(7):
+        step(agent)
+    assert sent() == ["problem:a:WARNING", "change:a:CRITICAL"]
+    (incident,) = agent.store.incidents.find()
+    assert incident.status is C
+
+
+def test_each_target_has_its_own_incident(
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+    scripted["web"] = Script({"a": C, "b": OK, "c": W})
+    agent = make_agent()
+    for _ in range(3):
+        step(agent)
+    assert sorted(sent()) == ["problem:a:CRITICAL", "problem:c:WARNING"]
+    assert sorted(i.dedup_key for i in agent.store.incidents.find()) == ["web/a", "web/c"]
+
+
+def test_flapping_is_damped_into_one_notice_that_says_so(
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+    flappy = CHECK.replace("max_attempts: 3", "max_attempts: 1") + \
+        "    flapping: {window: 11, high: 50, low: 20}\n"
+    runs = [{"a": s} for s in [C, OK] * 8] + [{"a": OK}]
+    scripted["web"] = Script(*runs)
+    agent = make_agent(flappy)
+    for _ in range(len(runs) + 12):
+        step(agent)
+    kinds = [k.split(":")[0] for k in sent()]
+    assert kinds.count("flapping_start") == 1
+    assert kinds[-1] == "flapping_stop"
+    between = kinds[kinds.index("flapping_start") + 1:-1]
+    assert between == [], "nothing is notified while flapping"
+    assert agent.store.incidents.find() == [], "settled OK: the incident is resolved"
+    latest = agent.store.incidents.find(open_only=False)[0]
+    kinds_on_timeline = [e.kind for e in agent.store.incidents.events(latest.id)]
+    assert "flapping_started" in kinds_on_timeline and "flapping_stopped" in kinds_on_timeline
+    events = [e for e in agent.store.incidents.events(latest.id)
+              if e.data.get("reason") == "flapping"]
+    assert events, "transitions while flapping are on the timeline, marked as not notified"
+
+
+def test_a_check_that_crashes_is_unknown_and_recovers_when_it_answers(
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+    def boom() -> list[Result]:
+        raise RuntimeError("device not ready")
+
+    scripted["web"] = Script(boom, boom, boom, {"a": OK})
+    agent = make_agent()
+    for _ in range(7):
+        step(agent)
+    assert sent() == ["problem::UNKNOWN", "recovery::OK"]  # target "" = the run as a whole
+    first = RecordingNotifier.sent["pager"][0]
+    assert "RuntimeError: device not ready" in first.message
+    assert {r.target for r in agent.store.checks.latest()} == {"a"}, \
+        "the run-level state is dropped once it settled OK"
+
+
+def test_a_target_the_check_stops_reporting_closes_its_incident(
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+    scripted["web"] = Script({"a": C, "b": OK}, {"a": C, "b": OK}, {"a": C, "b": OK},
+                             {"b": OK})
+    agent = make_agent()
+    for _ in range(5):
+        step(agent)
+    assert sent() == ["problem:a:CRITICAL", "vanished:a:OK"]
+    assert agent.store.incidents.find() == []
+    assert {r.target for r in agent.store.checks.latest()} == {"b"}
+
+
+def test_state_and_incidents_survive_a_restart_without_a_second_notice(
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+    scripted["web"] = Script({"a": C})
+    first = make_agent()
+    for _ in range(3):
+        step(first)
+    first.store.close()
+    second = make_agent()
+    for _ in range(3):
+        step(second)
+    assert sent() == ["problem:a:CRITICAL"]
+    assert len(second.store.incidents.find()) == 1
+
+
+def test_a_check_removed_from_the_config_closes_its_incidents(
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+    scripted["web"] = Script({"a": C})
+    first = make_agent()
+    for _ in range(3):
+        step(first)
+    first.store.close()
+    second = make_agent("checks: []\n")
+    second.close_unconfigured()
+    (incident,) = second.store.incidents.find(open_only=False)
+    assert not incident.is_open
+    assert second.store.incidents.events(incident.id)[-1].message.startswith(
+        "the check is no longer configured")
+    assert second.store.checks.latest() == []
+
+
+def test_notices_are_rendered_in_japanese_when_asked(
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+    scripted["web"] = Script({"a": C}, {"a": C}, {"a": C}, {"a": OK})
+    agent = make_agent(locale="ja")
+    for _ in range(7):
+        step(agent)
+    problem, recovery = RecordingNotifier.sent["pager"]
+    assert problem.subject.startswith("【障害】host1 web a CRITICAL")
+    assert "3 回連続で異常を検知" in problem.body
+    assert "検知日時:" in problem.body and "JST" in problem.body
+    assert recovery.subject.startswith("【復旧】") and "障害時間 3分" in recovery.subject
+
+
+def test_a_checks_private_memory_is_kept_across_restarts(
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+    first = make_agent()
+
+    def remember() -> list[Result]:
+        memory = first.checks["web"].context.state
+        memory["runs"] = memory.get("runs", 0) + 1
+        return [Result(OK, "fine", "a")]
+
+    scripted["web"] = Script(remember)
+    step(first)
+    step(first)
+    first.store.close()
+    second = make_agent()
+    assert second.checks["web"].context.state == {"runs": 2}
