@@ -1,0 +1,82 @@
+"""The ``kanshi`` command line."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from agent import __version__
+from agent.paths import default_config
+
+#: Exit code for a config that cannot be used (as argparse uses for bad usage).
+EXIT_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kanshi", description="Monitoring and alerting agent with leveled recovery.")
+    parser.add_argument("--version", action="version", version=f"kanshi {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the agent until Ctrl-C / SIGTERM")
+    _config_option(run)
+    run.add_argument("--log-level", default="INFO",
+                     choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    check = sub.add_parser("check", help="run checks once, print a table, exit with the "
+                                         "Nagios code of the worst result")
+    _config_option(check)
+    check.add_argument("names", nargs="*", metavar="NAME", help="checks to run")
+    check.add_argument("--all", action="store_true", help="run every enabled check")
+    check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    config = sub.add_parser("config", help="work with config files")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    config_check = config_sub.add_parser("check", help="validate a config file, list every "
+                                                       "error")
+    config_check.add_argument("file", nargs="?", help="config file (default: the agent's)")
+
+    status = sub.add_parser("status", help="state of the agent, its checks and notices")
+    _config_option(status)
+
+    incidents = sub.add_parser("incidents", help="list, show and acknowledge incidents")
+    _config_option(incidents)
+    inc_sub = incidents.add_subparsers(dest="incidents_command", required=True,
+                                       metavar="ACTION")
+    inc_list = inc_sub.add_parser("list", help="open incidents (all with --all)")
+    inc_list.add_argument("--all", action="store_true", help="include resolved incidents")
+    inc_list.add_argument("--limit", type=int, default=50)
+    inc_list.add_argument("--json", action="store_true")
+    inc_show = inc_sub.add_parser("show", help="one incident with its timeline and notices")
+    inc_show.add_argument("id", type=int)
+    inc_show.add_argument("--json", action="store_true")
+    inc_ack = inc_sub.add_parser("ack", help="acknowledge an incident")
+    inc_ack.add_argument("id", type=int)
+    inc_ack.add_argument("--by", help="who acknowledges (default: your login name)")
+    inc_ack.add_argument("--comment", default="", help="a note for the timeline")
+    return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", default=None,
+                        help=f"config file (default: $KANSHI_CONFIG or {default_config()})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kanshi`` console script."""
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        from agent.cli.run import run
+        return run(args)
+    if args.command == "check":
+        from agent.cli.check import check
+        return check(args)
+    if args.command == "config":
+        from agent.cli.config_check import config_check
+        return config_check(args)
+    if args.command == "status":
+        from agent.cli.status import status
+        return status(args)
+    from agent.cli.incidents import incidents
+    return incidents(args)
+

@@ -1,0 +1,72 @@
+"""What several commands share: loading the config, opening the store, output."""
+
+from __future__ import annotations
+
+import sys
+import zoneinfo
+from datetime import datetime
+from pathlib import Path
+from typing import NoReturn
+
+from agent.config import Config, ConfigError, load_config
+from agent.paths import default_config
+from agent.store import DB_NAME, Store, StoreError, open_store
+
+
+def echo(text: str = "", *, err: bool = False) -> None:
+    """Print a line to standard output (or error)."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + "\n")
+
+
+def fail(message: str, code: int) -> NoReturn:
+    echo(f"kanshi: {message}", err=True)
+    raise SystemExit(code)
+
+
+def config_path(given: str | None) -> Path:
+    return Path(given) if given else default_config()
+
+
+def load_or_exit(given: str | None, code: int = 2) -> Config:
+    """The config, or every problem on stderr and exit ``code``."""
+    path = config_path(given)
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            echo(str(issue), err=True)
+        count = len(exc.issues)
+        fail(f"{path}: {count} problem{'s' if count != 1 else ''} in the config", code)
+
+
+def existing_store(config: Config) -> Store:
+    """The agent's store, which must already exist (reading never creates one)."""
+    db = config.state_dir / DB_NAME
+    if not db.exists():
+        fail(f"no state at {db}: the agent has not run with this config yet "
+             f"(start it with `kanshi run -c {config.path}`)", 1)
+    try:
+        return open_store(config.state_dir)
+    except StoreError as exc:
+        fail(str(exc), 1)
+
+
+def local_time(config: Config, moment: datetime | None, with_date: bool = True) -> str:
+    """``moment`` in the agent's time zone, or "-"."""
+    if moment is None:
+        return "-"
+    zone = zoneinfo.ZoneInfo(config.root.agent.timezone)
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S" if with_date else "%H:%M:%S")
+
+
+def ago(seconds: float) -> str:
+    """``42s``, ``5m``, ``3h 2m``, ``2d 4h``."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h {seconds % 3600 // 60}m"
+    return f"{seconds // 86400}d {seconds % 86400 // 3600}h"

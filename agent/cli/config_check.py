@@ -1,0 +1,16 @@
+"""``kanshi config check [FILE]``: validate and list every problem at once."""
+
+from __future__ import annotations
+
+import argparse
+
+from agent.cli.common import echo, load_or_exit
+
+
+def config_check(args: argparse.Namespace) -> int:
+    config = load_or_exit(args.file)
+    enabled = len(config.enabled_checks)
+    channels = ", ".join(n.name for n in config.enabled_notifiers) or "none"
+    echo(f"{config.path}: OK — {len(config.checks)} checks ({enabled} enabled), "
+         f"notices to: {channels}; state in {config.state_dir}")
+    return 0

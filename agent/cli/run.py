@@ -1,0 +1,66 @@
+"""``kanshi run``: the agent in the foreground until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from types import FrameType
+
+from agent import __version__
+from agent.cli.common import echo, fail, load_or_exit
+from agent.config import Config
+from agent.secrets import RedactingFilter, Redactor
+from agent.service import Agent
+from agent.store import StoreError
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_or_exit(args.config)
+    setup_logging(args.log_level, Redactor(config.secrets()))
+    try:
+        agent = Agent(config)
+    except StoreError as exc:
+        fail(str(exc), 1)
+    _banner(config)
+    _install_signal_handlers(agent)
+    agent.run_forever()
+    return 0
+
+
+def setup_logging(level: str, redactor: Redactor) -> None:
+    """Log lines to stderr, secrets masked."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                                           "%Y-%m-%d %H:%M:%S%z"))
+    handler.addFilter(RedactingFilter(redactor))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _banner(config: Config) -> None:
+    checks = ", ".join(f"{c.name} every {c.interval:g}s" for c in config.enabled_checks)
+    channels = ", ".join(n.name for n in config.enabled_notifiers) or "nowhere"
+    echo(f"kanshi {__version__} — config {config.path}", err=True)
+    echo(f"  checks:  {checks or 'none'}", err=True)
+    echo(f"  notices: {channels}", err=True)
+    echo(f"  state:   {config.state_dir}", err=True)
+    echo("  Ctrl-C stops the agent.", err=True)
+
+
+def _install_signal_handlers(agent: Agent) -> None:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if agent_stopping[0]:
+            echo("kanshi: second interrupt — exiting now", err=True)
+            os._exit(130)
+        agent_stopping[0] = True
+        echo(f"kanshi: {signal.Signals(signum).name} received, stopping "
+             "(press Ctrl-C again to exit at once)", err=True)
+        agent.request_stop()
+
+    agent_stopping = [False]
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
