@@ -20,32 +20,37 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
-def _bad(expected: str, value: Any) -> PydanticCustomError:
+def expected_error(expected: str, value: Any) -> PydanticCustomError:
+    """A validation error reading "expected …, got …" (the value as YAML spells it)."""
     return PydanticCustomError("kanshi", "expected {expected}, got {got}",
-                               {"expected": expected, "got": _show(value)})
+                               {"expected": expected, "got": yaml_repr(value)})
 
 
-def _show(value: Any) -> str:
+def yaml_repr(value: Any) -> str:
     """A value as the YAML author wrote it: strings quoted, null/true/false."""
     if isinstance(value, str):
         return f'"{value}"'
     if value is None or isinstance(value, bool):
         return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
     return repr(value)
 
 
 def parse_duration(value: Any) -> float:
     """Seconds from ``30``, ``"30s"``, ``"10m"``, ``"1.5h"``, ``"250ms"``, ``"1d"``."""
     if isinstance(value, bool):
-        raise _bad('a duration such as 30s, 10m or 1h', value)
+        raise expected_error('a duration such as 30s, 10m or 1h', value)
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
-        raise _bad("a duration such as 30s, 10m or 1h", value)
+        raise expected_error("a duration such as 30s, 10m or 1h", value)
     if not math.isfinite(seconds) or seconds <= 0:
-        raise _bad("a duration greater than 0", value)
+        raise expected_error("a duration greater than 0", value)
     return seconds
 
 
@@ -60,7 +65,7 @@ def parse_percent(value: Any) -> float:
         except ValueError:
             number = None
     if number is None or not (0.0 <= number <= 100.0):
-        raise _bad("a number between 0 and 100", value)
+        raise expected_error("a number between 0 and 100", value)
     return number
 
 
