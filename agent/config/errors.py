@@ -13,9 +13,10 @@ import types
 import typing
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from agent.config.source import Issue, Mark, MarkedDict, MarkedList, Path_, format_path
+from checks.types import yaml_repr
 
 _EXPECTED = {
     "int_parsing": "an integer", "int_type": "an integer", "int_from_float": "an integer",
@@ -100,11 +101,15 @@ def _message(err: Any, model: type[BaseModel], loc: Path_, env_var: str) -> str:
     if kind == "missing":
         return "required key missing"
     text = _expected(kind, err)
+    if _is_secret(model, loc):
+        return f"{text} (a secret: the value is not shown)"
     if env_var:
         return f"{text} (the value comes from ${{{env_var}}} and is not shown)"
     if kind == "kanshi":
         return str(err["msg"])
-    return f"{text}, got {_show(err.get('input'))}"
+    if "input" not in err:  # the model hides inputs (hide_input_in_errors): may be secret
+        return text
+    return f"{text}, got {yaml_repr(err['input'])}"
 
 
 def _expected(kind: str, err: Any) -> str:
@@ -125,18 +130,6 @@ def _expected(kind: str, err: Any) -> str:
     if kind == "value_error":
         return str(err["msg"]).removeprefix("Value error, ")
     return f"invalid value ({err['msg']})"
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
 
 
 def unknown_key(key: str, allowed: list[str]) -> str:
@@ -160,8 +153,20 @@ def allowed_keys(model: type[BaseModel], loc: Path_) -> list[str]:
     return []
 
 
+def _is_secret(model: type[BaseModel], loc: Path_) -> bool:
+    """Is the value at ``loc`` declared a secret (``SecretStr``)?"""
+    current: Any = model
+    for part in loc:
+        current = _step(current, part)
+        if current is None:
+            return False
+    return _unwrap(current) is SecretStr
+
+
 def _step(annotation: Any, part: str | int) -> Any:
     annotation = _unwrap(annotation)
+    if typing.get_origin(annotation) is dict and isinstance(part, str):
+        return typing.get_args(annotation)[1]
     if isinstance(part, int):
         args = typing.get_args(annotation)
         return args[0] if args else None

@@ -251,3 +251,17 @@ def test_run_with_a_bad_config_exits_2_without_starting(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "did you mean 'interval'?" in done.stderr
     assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.parametrize(("entry", "path"), [
+    pytest.param("{name: m, type: email, host: h, from: a@b.cc, to: [c@d.ee], username: u,"
+                 " password: 314159265}", "notifiers[0].password", id="smtp-password"),
+    pytest.param("{name: w, type: webhook, url: 271828182}", "notifiers[0].url", id="webhook-url"),
+    pytest.param("{name: w, type: webhook, url: 'https://h/x', headers: {X-Token: 161803398}}",
+                 "notifiers[0].headers.X-Token", id="webhook-header"),
+])
+def test_a_secret_written_in_the_file_is_never_echoed_either(tmp_path: Path, entry: str,
+                                                              path: str) -> None:
+    config = write(tmp_path, "k.yaml", f"notifiers:\n  - {entry}\n")
+    (found,) = problems(config)
+    assert found.endswith(f"{path}: expected a string (a secret: the value is not shown)")

@@ -93,7 +93,7 @@ def test_a_permanent_failure_stops_retrying_and_goes_to_the_fallback(agent: Agen
 
 
 def test_a_notice_undelivered_past_fallback_after_is_copied_once(agent: Agent) -> None:
-    (nid,) = enqueue(agent)
+    enqueue(agent)
     fail("pager")
     for _ in range(40):
         agent.dispatcher.run_once()
