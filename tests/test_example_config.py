@@ -1,0 +1,48 @@
+"""config/example.yaml is valid and documents every option there is."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+import checks
+import notifiers
+from agent.config import load_config
+from agent.config.models import CheckEntry, NotifierEntry, RootConfig
+from agent.plugins import load_plugin
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
+
+
+def keys_in(model: type[BaseModel]) -> set[str]:
+    """Every option of ``model`` and of the models nested in it."""
+    found: set[str] = set()
+    for name, info in model.model_fields.items():
+        found.add(info.alias or name)
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found |= keys_in(annotation)
+    return found
+
+
+def all_models() -> list[type[BaseModel]]:
+    plugins = [load_plugin(checks.REGISTRY, t).Config for t in checks.REGISTRY]
+    plugins += [load_plugin(notifiers.REGISTRY, t).Config for t in notifiers.REGISTRY]
+    return [RootConfig, CheckEntry, NotifierEntry, *plugins]
+
+
+def test_the_example_config_is_valid() -> None:
+    config = load_config(EXAMPLE, environ={})
+    assert {c.type_name for c in config.checks} == set(checks.REGISTRY)
+    assert {n.type_name for n in config.notifiers} == set(notifiers.REGISTRY)
+
+
+@pytest.mark.parametrize("model", all_models(), ids=lambda m: m.__qualname__)
+def test_every_option_is_documented_in_the_example(model: type[BaseModel]) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    missing = [key for key in sorted(keys_in(model))
+               if not re.search(rf"(^|[\s{{,#-]){re.escape(key)}:", text, re.MULTILINE)]
+    assert missing == [], f"undocumented in config/example.yaml: {missing}"
