@@ -141,6 +141,11 @@ class Check(ABC):
         self.timeout = timeout
         self.context = context
 
+    @classmethod
+    def minimum_timeout(cls, config: CheckConfig) -> float:
+        """The least time a run of ``config`` needs; the loader refuses a shorter timeout."""
+        return 0.0
+
     @abstractmethod
     def run(self) -> Result | list[Result]:
         """Measure and judge; return one result per target."""

@@ -89,6 +89,11 @@ class PingCheck(Check):
     Config: ClassVar[type[CheckConfig]] = PingConfig
     default_interval: ClassVar[float] = 600.0  # SPEC §1: ICMP ping every 10 min
 
+    @classmethod
+    def minimum_timeout(cls, config: CheckConfig) -> float:
+        assert isinstance(config, PingConfig)
+        return config.shortest_sweep()
+
     def run(self) -> list[Result]:
         config: PingConfig = self.config  # type: ignore[assignment]
         engine = self._engine(config)

@@ -23,6 +23,7 @@ from agent.config.models import (
 )
 from agent.config.source import Issue, MarkedDict, MarkedList, load_file
 from agent.plugins import load_plugin
+from agent.runner import grace
 from checks.base import Check, CheckConfig
 from notifiers.base import Notifier, NotifierConfig
 
@@ -232,11 +233,17 @@ def _resolve_check(entry: CheckEntry, cls: type[Check], config: CheckConfig,
                    issues: list[Issue]) -> CheckSpec:
     d = root.defaults
     interval = entry.interval or cls.default_interval
-    timeout = entry.timeout or min(cls.default_timeout, interval)
+    needed = cls.minimum_timeout(config)
+    # Unless told, allow the family's default or what one run needs, within the interval.
+    timeout = entry.timeout or min(max(cls.default_timeout, needed + grace(needed)), interval)
     retry = entry.retry_interval or min(d.retry_interval, interval)
     if timeout > interval:
         issues.append(issue_at(data, (*where, "timeout"),
                                _at_most_interval(interval, timeout)))
+    if timeout < needed:
+        issues.append(issue_at(data, (*where, "timeout"),
+                               f"expected at least {needed:g} s, the least one run of this "
+                               f"check takes as configured, got {timeout:g} s"))
     if retry > interval:
         issues.append(issue_at(data, (*where, "retry_interval"),
                                _at_most_interval(interval, retry)))

@@ -85,6 +85,10 @@ def test_every_error_is_reported_at_once_with_file_line_and_path(tmp_path: Path)
     pytest.param("checks: [{name: a, type: disk, timeout: 20m}]",
                  "checks[0].timeout: expected at most the interval (600 s), got 1200 s",
                  id="timeout-past-interval"),
+    pytest.param("checks: [{name: p, type: ping, targets: [127.0.0.1], count: 5,"
+                 " probe_interval: 2s, probe_timeout: 3s, timeout: 10s}]",
+                 "checks[0].timeout: expected at least 11 s, the least one run of this check "
+                 "takes as configured, got 10 s", id="timeout-shorter-than-a-ping-sweep"),
     pytest.param("checks: [{name: a, type: disk, threshold: {warning: 95, critical: 90}}]",
                  "checks[0].threshold: expected warning (95.0) not above critical (90.0)",
                  id="warning-above-critical"),
