@@ -17,6 +17,8 @@ from pydantic_core import PydanticCustomError
 from checks.base import Status
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+#: Longer than any schedule or deadline makes sense for; keeps date arithmetic finite.
+MAX_DURATION = 366 * 86400.0
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
@@ -35,7 +37,7 @@ def yaml_repr(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list | tuple):
-        return "a list"
+        return "a list" if value else "an empty list"
     return repr(value)
 
 
@@ -49,8 +51,8 @@ def parse_duration(value: Any) -> float:
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
         raise expected_error("a duration such as 30s, 10m or 1h", value)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise expected_error("a duration greater than 0", value)
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_DURATION:
+        raise expected_error("a duration greater than 0 and at most 366d", value)
     return seconds
 
 
@@ -98,7 +100,7 @@ class Thresholds(_BaseModel):
                 and self.warning > self.critical:
             raise PydanticCustomError(
                 "kanshi", "expected warning ({w}) not above critical ({c})",
-                {"w": self.warning, "c": self.critical})
+                {"w": f"{self.warning:g}", "c": f"{self.critical:g}"})
         return self
 
     def judge(self, value: float) -> Status:

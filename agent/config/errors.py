@@ -9,6 +9,7 @@ echoed: it may be a secret.
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from typing import Any
@@ -49,27 +50,40 @@ def _issue(err: Any, data: Any, prefix: Path_, model: type[BaseModel]) -> Issue:
     return Issue(mark.file if mark else "?", mark.line if mark else None, shown, message)
 
 
+_WRAPPER = re.compile(r"^(function-(before|after|wrap|plain)|nullable|chain|lax-or-strict|"
+                      r"json-or-python|default)\[.*\]$")
+
+
 def _is_wrapper(part: Any) -> bool:
-    # pydantic adds validator names such as "function-after[...]" to some locations
-    return isinstance(part, str) and "[" in part and part.endswith("]")
+    # pydantic adds validator names such as "function-after[_check(), str]" to some
+    # locations; a user's own key may contain brackets too, so match pydantic's forms.
+    return isinstance(part, str) and _WRAPPER.match(part) is not None
 
 
 def locate(data: Any, path: Path_) -> tuple[Mark | None, str, str]:
     """The deepest known mark along ``path``, the path as the author sees it,
     and the environment variable the value came from ("" if none)."""
     mark: Mark | None = None
-    shown: list[str | int] = []
+    items: list[tuple[str | int, Mark | None]] = []
     env_var = ""
     node = data
     for part in path:
         found = _child_mark(node, part)
         if found is not None:
             mark = found
-        shown.append(found.index if isinstance(part, int) and found and found.index is not None
-                     else part)
+        items.append((part, found))
         env_var = _env_of(node, part)
         node = _child(node, part)
+    # List positions as they are in the file the message points into.
+    shown = [_shown_index(part, found, mark) for part, found in items]
     return mark, format_path(tuple(shown)), env_var
+
+
+def _shown_index(part: str | int, found: Mark | None, leaf: Mark | None) -> str | int:
+    if not isinstance(part, int) or found is None:
+        return part
+    index = found.index_in(leaf.file) if leaf is not None else found.index
+    return part if index is None else index
 
 
 def _child_mark(node: Any, part: str | int) -> Mark | None:

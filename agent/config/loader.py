@@ -77,6 +77,8 @@ class Config:
     checks: tuple[CheckSpec, ...]
     notifiers: tuple[NotifierSpec, ...]
     state_dir: Path
+    #: Usable, but probably not what was meant (e.g. a route to a disabled channel).
+    warnings: tuple[Issue, ...] = ()
 
     @property
     def enabled_checks(self) -> tuple[CheckSpec, ...]:
@@ -143,6 +145,9 @@ def _load_with_includes(path: Path, env: Mapping[str, str], issues: list[Issue],
         if isinstance(part, MarkedDict):
             part.pop("include", None)
             base = part if base is None else merge(base, part)
+        elif part is not None:
+            issues.append(Issue(str(target), 1, "", "expected a mapping at the top of an "
+                                                    "included file"))
     own = MarkedDict(data)
     own.marks, own.env_keys = dict(data.marks), dict(data.env_keys)
     own.pop("include")
@@ -157,7 +162,33 @@ def _validate(path: Path, data: MarkedDict, issues: list[Issue]) -> Config | Non
     check_specs = list(_check_specs(root, data, issues, channels, root_dir))
     _check_fallbacks(notifier_specs, data, issues)
     state_dir = _absolute(root.agent.state_dir, root_dir)
-    return Config(path, root, tuple(check_specs), tuple(notifier_specs), state_dir)
+    warnings = _warnings(path, check_specs, notifier_specs, data)
+    return Config(path, root, tuple(check_specs), tuple(notifier_specs), state_dir,
+                  tuple(warnings))
+
+
+def _warnings(path: Path, checks: list[CheckSpec], channels: list[NotifierSpec],
+              data: MarkedDict) -> Iterator[Issue]:
+    """Things that load but silently lose notices or watch nothing."""
+    enabled = {n.name for n in channels if n.enabled}
+    if not any(c.enabled for c in checks):
+        yield Issue(str(path), None, "", "no check is enabled: the agent will watch nothing")
+    if not enabled:
+        yield Issue(str(path), None, "", "no notification channel is enabled: problems will "
+                                         "only be logged")
+    for i, check in enumerate(checks):
+        for j, name in enumerate(check.notify):
+            if name not in enabled and enabled:
+                yield issue_at(data, ("checks", i, "notify", j),
+                               f"notifier '{name}' is disabled: these notices are dropped")
+        if check.enabled and enabled and not enabled & set(check.notify):
+            yield issue_at(data, ("checks", i), "none of this check's notifiers is enabled: "
+                                                "its problems will only be logged")
+    for i, channel in enumerate(channels):
+        if channel.fallback and channel.fallback not in enabled:
+            yield issue_at(data, ("notifiers", i, "fallback"),
+                           f"notifier '{channel.fallback}' is disabled: undelivered notices "
+                           "will not be copied")
 
 
 def _root(data: MarkedDict, issues: list[Issue]) -> RootConfig:

@@ -8,9 +8,10 @@ is replaced whole.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from agent.config.source import MarkedDict, MarkedList
+from agent.config.source import Mark, MarkedDict, MarkedList
 
 NAMED_LISTS = frozenset({"checks", "notifiers"})
 
@@ -46,11 +47,17 @@ def _merge_named(base: MarkedList, over: MarkedList) -> MarkedList:
         if name is not None and name in position:
             i = position[name]
             out[i] = merge(out[i], item)
-            out.marks[i] = mark
+            out.marks[i] = replace(mark, origins=(*_origins(out.marks[i]), *_origins(mark)))
         else:
             out.append(item)
             out.marks.append(mark)
     return out
+
+
+def _origins(mark: Mark) -> tuple[tuple[str, int], ...]:
+    if mark.origins:
+        return mark.origins
+    return ((mark.file, mark.index),) if mark.index is not None else ()
 
 
 def _name(item: Any) -> str | None:

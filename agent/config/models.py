@@ -13,7 +13,7 @@ import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from checks.types import Duration
@@ -74,6 +74,14 @@ class FlappingSettings(Model):
     high: float = Field(50.0, gt=0, le=100)
     low: float = Field(25.0, ge=0, lt=100)
 
+    @model_validator(mode="after")
+    def _hysteresis(self) -> FlappingSettings:
+        # low ≥ high would start and stop flapping on alternate results: a notice storm.
+        if self.low >= self.high:
+            raise PydanticCustomError("kanshi", "expected low ({low}) below high ({high})",
+                                      {"low": f"{self.low:g}", "high": f"{self.high:g}"})
+        return self
+
 
 class CheckDefaults(Model):
     retry_interval: Duration = 60.0  # SPEC-free default; Nagios retry_interval style
@@ -89,6 +97,15 @@ class OutboxSettings(Model):
     #: well inside the 30 min first-notice SLO (SPEC §4)
     fallback_after: Duration = 900.0
     give_up_after: Duration = 86400.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OutboxSettings:
+        if self.retry_initial > self.retry_max:
+            raise PydanticCustomError("kanshi", "expected retry_initial not above retry_max")
+        if self.fallback_after > self.give_up_after:
+            raise PydanticCustomError("kanshi", "expected fallback_after not above "
+                                                "give_up_after")
+        return self
 
 
 class RootConfig(Model):

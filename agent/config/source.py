@@ -26,11 +26,17 @@ Path_ = tuple[str | int, ...]
 
 @dataclass(frozen=True)
 class Mark:
-    """Where a value was written. ``index`` is its position in its file's list."""
+    """Where a value was written. ``index`` is its position in its file's list;
+    ``origins`` lists (file, index) for every file a merged list item came from."""
 
     file: str
     line: int  # 1-based
     index: int | None = None
+    origins: tuple[tuple[str, int], ...] = ()
+
+    def index_in(self, file: str) -> int | None:
+        """The item's position in ``file``'s list (its own, if ``file`` is not known)."""
+        return dict(self.origins).get(file, self.index)
 
 
 @dataclass
@@ -101,6 +107,8 @@ def _parse(text: str, name: str, env: Mapping[str, str]) -> Loaded:
         builder = _Builder(loader, name, env)
         data = builder.build(node, ())
         return Loaded(data, builder.issues)
+    except _TooBig as exc:
+        return Loaded(None, [Issue(name, exc.line, "", str(exc))])
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -112,20 +120,45 @@ def _parse(text: str, name: str, env: Mapping[str, str]) -> Loaded:
         loader.dispose()
 
 
+#: No config has this many values; a file that expands past it is an alias bomb.
+MAX_VALUES = 100_000
+MAX_DEPTH = 100
+
+
+class _TooBig(Exception):
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.line = line
+
+
 class _Builder:
     def __init__(self, loader: yaml.SafeLoader, file: str, env: Mapping[str, str]) -> None:
         self.loader = loader
         self.file = file
         self.env = env
         self.issues: list[Issue] = []
+        self._values = 0
+        self._open: set[int] = set()  # collections being built: an alias to one is a cycle
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
+        self._values += 1
+        line = node.start_mark.line + 1
+        if self._values > MAX_VALUES:
+            raise _TooBig(f"the file expands to more than {MAX_VALUES} values "
+                          "(aliases that multiply? a YAML bomb?)", line)
+        if len(path) > MAX_DEPTH:
+            raise _TooBig(f"nested more than {MAX_DEPTH} levels deep", line)
+        if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            return self._value(node, path)[0]
+        if id(node) in self._open:
+            raise _TooBig("an alias refers to a collection that contains it (a cycle)", line)
+        self._open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
             return self._sequence(node, path)
-        value = self.loader.construct_object(node, deep=True)
-        return self._interpolate(value, node, path)[0] if isinstance(value, str) else value
+        finally:
+            self._open.discard(id(node))
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> MarkedDict:
         self.loader.flatten_mapping(node)  # YAML merge keys (<<)
@@ -139,31 +172,29 @@ class _Builder:
                 first = out.marks[key].line
                 self._issue(line, (*path, key), f"duplicate key (first written on line {first})")
             out.marks[key] = Mark(self.file, line)
-            if isinstance(value_node, yaml.ScalarNode):
-                value = self.loader.construct_object(value_node, deep=True)
-                if isinstance(value, str):
-                    value, var = self._interpolate(value, value_node, (*path, key))
-                    if var:
-                        out.env_keys[key] = var
-                out[key] = value
-            else:
-                out[key] = self.build(value_node, (*path, key))
+            out[key], var = self._value(value_node, (*path, key))
+            if var:
+                out.env_keys[key] = var
         return out
 
     def _sequence(self, node: yaml.SequenceNode, path: Path_) -> MarkedList:
         out = MarkedList()
         for i, item in enumerate(node.value):
             out.marks.append(Mark(self.file, item.start_mark.line + 1, i))
-            if isinstance(item, yaml.ScalarNode):
-                value = self.loader.construct_object(item, deep=True)
-                if isinstance(value, str):
-                    value, var = self._interpolate(value, item, (*path, i))
-                    if var:
-                        out.env_keys[i] = var
-                out.append(value)
-            else:
-                out.append(self.build(item, (*path, i)))
+            value, var = self._value(item, (*path, i))
+            out.append(value)
+            if var:
+                out.env_keys[i] = var
         return out
+
+    def _value(self, node: yaml.Node, path: Path_) -> tuple[Any, str]:
+        """A child value, and the environment variable it came from ("" if none)."""
+        if isinstance(node, yaml.ScalarNode):
+            value = self.loader.construct_object(node, deep=True)
+            if isinstance(value, str):
+                return self._interpolate(value, node, path)
+            return value, ""
+        return self.build(node, path), ""
 
     def _interpolate(self, value: str, node: yaml.Node, path: Path_) -> tuple[str, str]:
         """Replace ``${VAR}``; return the text and the first variable used ("" if none)."""

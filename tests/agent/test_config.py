@@ -90,7 +90,7 @@ def test_every_error_is_reported_at_once_with_file_line_and_path(tmp_path: Path)
                  "checks[0].timeout: expected at least 11 s, the least one run of this check "
                  "takes as configured, got 10 s", id="timeout-shorter-than-a-ping-sweep"),
     pytest.param("checks: [{name: a, type: disk, threshold: {warning: 95, critical: 90}}]",
-                 "checks[0].threshold: expected warning (95.0) not above critical (90.0)",
+                 "checks[0].threshold: expected warning (95) not above critical (90)",
                  id="warning-above-critical"),
     pytest.param("checks: [{name: a b, type: disk}]",
                  "checks[0].name: expected letters, digits and . _ @ - (starting with a "
@@ -269,3 +269,79 @@ def test_a_secret_written_in_the_file_is_never_echoed_either(tmp_path: Path, ent
     config = write(tmp_path, "k.yaml", f"notifiers:\n  - {entry}\n")
     (found,) = problems(config)
     assert found.endswith(f"{path}: expected a string (a secret: the value is not shown)")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    pytest.param("a: &a [*a]\n", "an alias refers to a collection that contains it (a cycle)",
+                 id="recursive-alias"),
+    pytest.param("".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9) if i else 'x'}]\n"
+                         for i in range(9)),
+                 "the file expands to more than 100000 values (aliases that multiply? a YAML "
+                 "bomb?)", id="alias-bomb"),
+    pytest.param("x: " + "[" * 150 + "]" * 150 + "\n", "nested more than 100 levels deep",
+                 id="deep-nesting"),
+    pytest.param('"x[1]": 1\n', "x[1]: unknown key 'x[1]' (allowed here: agent, checks, "
+                 "defaults, include, notifiers, outbox, scheduler, store)",
+                 id="brackets-in-a-key"),
+    pytest.param("defaults: {flapping: {high: 25, low: 75}}\n",
+                 "defaults.flapping: expected low (75) below high (25)", id="flapping-inverted"),
+    pytest.param("outbox: {fallback_after: 2d, give_up_after: 1d}\n",
+                 "outbox: expected fallback_after not above give_up_after", id="outbox-order"),
+    pytest.param("checks: [{name: a, type: disk, interval: 100000000d}]\n",
+                 "checks[0].interval: expected a duration greater than 0 and at most 366d, got "
+                 "\"100000000d\"", id="duration-too-long"),
+])
+def test_hostile_or_odd_files_get_a_message_not_a_traceback(tmp_path: Path, text: str,
+                                                             expected: str) -> None:
+    path = write(tmp_path, "k.yaml", text)
+    found = [p.split(": ", 1)[1] for p in problems(path)]
+    assert expected in found, found
+
+
+def test_an_included_file_that_is_not_a_mapping_is_an_error(tmp_path: Path) -> None:
+    profile = write(tmp_path, "p.yaml", "- just a list\n")
+    path = write(tmp_path, "k.yaml", "include: [p.yaml]\n")
+    assert problems(path) == [f"{profile}:1: expected a mapping at the top of an included file"]
+
+
+def test_list_positions_are_given_as_in_the_file_the_message_points_into(
+        tmp_path: Path) -> None:
+    profile = write(tmp_path, "p.yaml", """
+        checks:
+          - {name: p1, type: disk}
+          - {name: p2, type: ping, targets: []}
+    """)
+    path = write(tmp_path, "k.yaml", """
+        include: [p.yaml]
+        checks:
+          - {name: x, type: disk}
+          - {name: y, type: disk}
+          - {name: p2, count: 0}
+    """)
+    assert sorted(problems(path)) == sorted([
+        f"{profile}:3: checks[1].targets: expected a list of at least one host name or IP "
+        "address, got an empty list",
+        f"{path}:5: checks[2].count: expected a whole number of probes from 1 to 100, got 0"])
+
+
+def test_warnings_name_notices_that_would_go_nowhere(tmp_path: Path) -> None:
+    path = write(tmp_path, "k.yaml", """
+        checks: [{name: a, type: disk, notify: [m]}]
+        notifiers:
+          - {name: m, type: terminal, enabled: false}
+          - {name: t, type: terminal, fallback: m}
+    """)
+    warnings = [str(w) for w in load_config(path, environ={}).warnings]
+    assert warnings == [
+        f"{path}:1: checks[0].notify[0]: notifier 'm' is disabled: these notices are dropped",
+        f"{path}:1: checks[0]: none of this check's notifiers is enabled: its problems will "
+        "only be logged",
+        f"{path}:4: notifiers[1].fallback: notifier 'm' is disabled: undelivered notices will "
+        "not be copied"]
+
+
+def test_an_empty_config_loads_with_warnings(tmp_path: Path) -> None:
+    path = write(tmp_path, "k.yaml", "")
+    assert [w.message for w in load_config(path, environ={}).warnings] == [
+        "no check is enabled: the agent will watch nothing",
+        "no notification channel is enabled: problems will only be logged"]

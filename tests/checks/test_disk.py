@@ -82,7 +82,7 @@ def test_mount_points_are_normalised() -> None:
     pytest.param({"threshold": "9O"}, ("threshold",),
                  'expected a number between 0 and 100, got "9O"', id="typo-in-threshold"),
     pytest.param({"threshold": {"warning": 95, "critical": 90}}, ("threshold",),
-                 "expected warning (95.0) not above critical (90.0)", id="warning-above-critical"),
+                 "expected warning (95) not above critical (90)", id="warning-above-critical"),
     pytest.param({"threshold": {"critical": 120}}, ("threshold", "critical"),
                  "expected a number between 0 and 100, got 120", id="over-100"),
     pytest.param({"include": ["/", "data"]}, ("include", 1),

@@ -51,7 +51,7 @@ def test_a_single_target_string_is_one_target() -> None:
     pytest.param({"loss": {"warning": 140}}, "loss.warning",
                  "expected a number between 0 and 100, got 140", id="loss-over-100"),
     pytest.param({"loss": {"warning": 90, "critical": 80}}, "loss",
-                 "expected warning (90.0) not above critical (80.0)", id="loss-upside-down"),
+                 "expected warning (90) not above critical (80)", id="loss-upside-down"),
     pytest.param({"rtt": {"warning": "fast"}}, "rtt.warning",
                  "expected a duration such as 30s, 10m or 1h", id="rtt-not-a-duration"),
     pytest.param({"probe_timeout": 0}, "probe_timeout", "expected a duration greater than 0",
