@@ -19,7 +19,8 @@ _CLAIM = """
 UPDATE notifications SET state = 'sending', claimed_until = :lease
 WHERE id IN (
     SELECT n.id FROM notifications n
-    WHERE ((n.state = 'pending' AND n.next_attempt_at <= :now)
+    WHERE n.channel = :channel
+      AND ((n.state = 'pending' AND n.next_attempt_at <= :now)
            OR (n.state = 'sending' AND n.claimed_until < :now))
       AND NOT EXISTS (  -- keep each channel's notices of one incident in order
           SELECT 1 FROM notifications p
@@ -73,11 +74,12 @@ class NotificationStore:
                  ts(now), ts(now), ts(fallback_at), ts(expires_at), origin_id))
             return int(cur.lastrowid or 0)
 
-    def claim_due(self, now: datetime, lease_until: datetime, limit: int) -> list[Notification]:
-        """Atomically take up to ``limit`` notices that are due."""
+    def claim_due(self, now: datetime, lease_until: datetime, limit: int,
+                  channel: str) -> list[Notification]:
+        """Atomically take up to ``limit`` of ``channel``'s notices that are due."""
         with self.db.tx() as conn:
             rows = conn.execute(_CLAIM, {"lease": ts(lease_until), "now": ts(now),
-                                         "limit": limit}).fetchall()
+                                         "limit": limit, "channel": channel}).fetchall()
         return sorted((_notification(r) for r in rows), key=lambda n: n.id)
 
     def delivered(self, notification_id: int, at: datetime, duration: float) -> None:
@@ -98,6 +100,30 @@ class NotificationStore:
                          " last_error = ? WHERE id = ?",
                          (state, None if retry_at is None else ts(retry_at), error,
                           notification_id))
+
+    def release_all(self) -> int:
+        """Give back every claim (at start, when no other sender can be alive)."""
+        with self.db.tx() as conn:
+            return conn.execute("UPDATE notifications SET state = 'pending', claimed_until = NULL"
+                                " WHERE state = 'sending'").rowcount
+
+    def fail_unconfigured(self, now: datetime, channels: set[str]) -> int:
+        """Stop notices waiting for a channel that is no longer configured."""
+        marks = ",".join("?" * len(channels)) or "''"
+        with self.db.tx() as conn:
+            return conn.execute(
+                f"UPDATE notifications SET state = 'failed', claimed_until = NULL,"
+                f" last_error = 'the channel is no longer configured (removed or disabled)'"
+                f" WHERE state IN ('pending', 'sending') AND channel NOT IN ({marks})",
+                tuple(sorted(channels))).rowcount
+
+    def has_event_since(self, channel: str, incident_id: int, event_id: int) -> bool:
+        """Does ``channel`` carry a notice of ``incident_id`` for this or a later event?"""
+        with self.db.read() as conn:
+            row = conn.execute("SELECT 1 FROM notifications WHERE channel = ? AND"
+                               " incident_id = ? AND event_id >= ? LIMIT 1",
+                               (channel, incident_id, event_id)).fetchone()
+        return row is not None
 
     def release(self, notification_id: int) -> None:
         """Give a claimed notice back untouched (e.g. on shutdown)."""
@@ -154,11 +180,11 @@ class NotificationStore:
             rows = conn.execute("SELECT state, COUNT(*) FROM notifications GROUP BY state")
             return {r[0]: r[1] for r in rows.fetchall()}
 
-    def next_due(self) -> datetime | None:
-        """When the earliest pending notice becomes due."""
+    def next_due(self, channel: str) -> datetime | None:
+        """When ``channel``'s earliest pending notice becomes due."""
         with self.db.read() as conn:
             row = conn.execute("SELECT MIN(next_attempt_at) FROM notifications"
-                               " WHERE state = 'pending'").fetchone()
+                               " WHERE state = 'pending' AND channel = ?", (channel,)).fetchone()
         return parse_ts(row[0]) if row and row[0] else None
 
     @staticmethod

@@ -133,7 +133,7 @@ def test_a_channels_notices_of_one_incident_go_out_in_order(agent: Agent) -> Non
 def test_a_notice_claimed_by_a_sender_that_died_is_sent_again(agent: Agent) -> None:
     (nid,) = enqueue(agent)
     now = agent.clock.now()
-    claimed = agent.store.notifications.claim_due(now, now + timedelta(minutes=5), 10)
+    claimed = agent.store.notifications.claim_due(now, now + timedelta(minutes=5), 10, "pager")
     assert [n.id for n in claimed] == [nid]
     assert agent.dispatcher.run_once() == 0, "someone holds the lease"
     advance(agent, 301)

@@ -8,6 +8,7 @@ checks and real channels are tested against real peers elsewhere.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -60,16 +61,19 @@ class ScriptedCheck(Check):
 
 
 class RecordingNotifier(Notifier):
-    """Keeps what it is sent; fails while told to (``fail_with``)."""
+    """Keeps what it is sent; fails while told to (``failures``); takes ``delays``
+    seconds per send (a slow or hung channel)."""
 
     type_name: ClassVar[str] = "recording"
     sent: ClassVar[dict[str, list[Alert]]] = {}
     failures: ClassVar[dict[str, NotifierError | None]] = {}
+    delays: ClassVar[dict[str, float]] = {}
 
     class Config(NotifierConfig):
         pass
 
     def send(self, alert: Alert) -> None:
+        time.sleep(self.delays.get(self.name, 0.0))
         error = self.failures.get(self.name)
         if error is not None:
             raise error
@@ -85,4 +89,5 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> dict[str, Script]:
     ScriptedCheck.scripts.clear()
     RecordingNotifier.sent.clear()
     RecordingNotifier.failures.clear()
+    RecordingNotifier.delays.clear()
     return ScriptedCheck.scripts
