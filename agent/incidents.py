@@ -57,6 +57,17 @@ class IncidentManager:
                      event, outage=(at - incident.opened_at).total_seconds())
         return True
 
+    def close_orphan(self, incident: Incident, at: datetime, reason: str) -> None:
+        """Close an incident whose check is gone, telling every enabled channel."""
+        with self.store.db.tx():
+            event = self.store.incidents.add_event(incident.id, at, "closed", message=reason)
+            self.store.incidents.resolve(incident.id, at)
+            fields = self._fields(incident, "vanished", Status.OK, incident.status, reason, at,
+                                  outage=(at - incident.opened_at).total_seconds())
+            channels = [n for n, spec in self.outbox.channels.items() if spec.enabled]
+            self.outbox.enqueue(fields, channels, event_id=event)
+        logger.info("incident #%d closed: %s", incident.id, reason)
+
     def _transition(self, spec: CheckSpec, result: Result, t: Transition,
                     incident: Incident | None) -> bool:
         if t.kind == "recovery":
@@ -132,14 +143,16 @@ class IncidentManager:
             return False
         incidents = self.store.incidents
         at = result.at or step.state.hard_since
-        if step.transition is not None:
+        recovering = not step.state.hard_status.is_problem
+        if step.transition is not None and not recovering:
             self._quiet_event(incident, step.transition, result)
         incidents.add_event(incident.id, at, "flapping_stopped", status=step.state.hard_status,
                             data={"percent": round(step.flap_percent, 1)})
         incidents.update(incident.id, flapping=False)
-        if not step.state.hard_status.is_problem:
-            return self._recovered(spec, result, incident, step.state.hard_since, at,
-                                   "flapping_stop")
+        if recovering:
+            # OK since hard_since — but never before the incident itself opened.
+            since = max(step.state.hard_since, incident.opened_at)
+            return self._recovered(spec, result, incident, since, at, "flapping_stop")
         incidents.update(incident.id, status=step.state.hard_status, message=result.message)
         event = incidents.add_event(incident.id, at, "status_changed",
                                     status=step.state.hard_status, message=result.message)
@@ -161,15 +174,21 @@ class IncidentManager:
     def _notify(self, spec: CheckSpec, incident: Incident, kind: str, status: Status,
                 previous: Status, message: str, at: datetime, event_id: int,
                 **extra: Any) -> None:
-        fields = {
+        fields = self._fields(incident, kind, status, previous, message, at,
+                              attempts=spec.max_attempts, **extra)
+        self.outbox.enqueue(fields, spec.notify, event_id=event_id)
+
+    def _fields(self, incident: Incident, kind: str, status: Status, previous: Status,
+                message: str, at: datetime, **extra: Any) -> dict[str, Any]:
+        """What a notice about ``incident`` says (its templates' variables)."""
+        return {
             "kind": kind, "incident_id": incident.id, "dedup_key": incident.dedup_key,
-            "host": self.host, "check": spec.name, "target": incident.target,
+            "host": self.host, "check": incident.check, "target": incident.target,
             "status": status.name, "previous_status": previous.name,
             "severity": incident.severity, "message": message,
-            "detected_at": incident.opened_at, "at": at, "attempts": spec.max_attempts,
+            "detected_at": incident.opened_at, "at": at, "attempts": extra.get("attempts"),
             "outage_seconds": extra.get("outage"), "flap_percent": extra.get("flap_percent"),
         }
-        self.outbox.enqueue(fields, spec.notify, event_id=event_id)
 
 
 def _worst_recent(step: Step) -> Status:

@@ -41,7 +41,9 @@ class CheckScheduler:
         self.spread = spread
         self._intervals: dict[str, float] = {}
         self._scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(workers)},
+            # Housekeeping (the heartbeat above all) has its own threads: slow checks
+            # filling the check pool must not make a live agent look dead.
+            executors={"default": ThreadPoolExecutor(workers), "tasks": ThreadPoolExecutor(2)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC)
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
@@ -55,7 +57,7 @@ class CheckScheduler:
     def add_task(self, name: str, func: Callable[[], Any], interval: float) -> None:
         """A housekeeping job (heartbeat, pruning) every ``interval`` seconds."""
         self._scheduler.add_job(_logged(name, func), self._trigger(interval, _now()),
-                                id=f"task:{name}", name=name)
+                                id=f"task:{name}", name=name, executor="tasks")
 
     def next_run(self, name: str) -> datetime | None:
         job = self._scheduler.get_job(f"check:{name}")

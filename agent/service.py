@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,8 +15,12 @@ from agent import __version__
 from agent.clock import SystemClock
 from agent.config import CheckSpec, Config
 from agent.confirm import CheckState, advance
+from agent.dispatch import Dispatcher
+from agent.emergency import EmergencyNotices
 from agent.incidents import IncidentManager
-from agent.outbox import Dispatcher, Outbox
+from agent.lock import StateLock
+from agent.outbox import Outbox
+from agent.reserve import SpaceReserve
 from agent.runner import CheckRunner
 from agent.scheduler import CheckScheduler
 from agent.secrets import Redactor
@@ -58,6 +63,9 @@ class Agent:
         self.dispatcher = Dispatcher(self.store, self.clock, settings, self.notifiers,
                                      self.outbox, scrub=self.redactor)
         self.incidents = IncidentManager(self.store, self.outbox, config.root.agent.name)
+        self.emergency = EmergencyNotices(self.notifiers, channels, config.root.agent.name)
+        self.reserve = SpaceReserve(config.state_dir)
+        self.lock = StateLock(config.state_dir)
         self.runner = CheckRunner(self.clock)
         self.scheduler = CheckScheduler(self.run_check, workers=config.root.scheduler.workers,
                                         spread=config.root.scheduler.spread)
@@ -68,10 +76,14 @@ class Agent:
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
-        """Record this run, close what vanished from the config, start everything."""
+        """Lock the state directory, record this run, close what left the config, go.
+
+        Raises :class:`agent.lock.AlreadyRunning` if another agent uses the store.
+        """
+        self.lock.acquire()
+        self.reserve.ensure()
         now = self.clock.now()
-        self._run_id = self.store.runs.start(self.config.root.agent.name, os.getpid(),
-                                             __version__, now)
+        self._run_id = self.store.runs.start(os.uname().nodename, os.getpid(), __version__, now)
         self.close_unconfigured()
         for name, spec in self.specs.items():
             self.scheduler.add_check(name, spec.interval)
@@ -87,21 +99,29 @@ class Agent:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        self.scheduler.shutdown(wait=True)
-        self.dispatcher.stop()
+        _attempt("stopping the scheduler", lambda: self.scheduler.shutdown(wait=True))
+        senders_done = self.dispatcher.stop()
         for check in self.checks.values():
-            check.close()
-        self.shared.close()
+            _attempt(f"closing check {check.name}", check.close)
+        _attempt("closing shared resources", self.shared.close)
         for notifier in self.notifiers.values():
-            notifier.close()
+            _attempt(f"closing channel {notifier.name}", notifier.close)
         if self._run_id is not None:
-            self.store.runs.stop(self._run_id, self.clock.now())
-        self.store.close()
+            run_id = self._run_id
+            _attempt("recording the stop", lambda: self.store.runs.stop(run_id, self.clock.now()))
+        if senders_done:  # a sender still stuck in a send may yet write its outcome
+            self.store.close()
+        self.lock.release()
         logger.info("kanshi stopped")
 
     def heartbeat(self) -> None:
+        """Record that the agent is alive (and that its parts are)."""
         if self._run_id is not None:
             self.store.runs.beat(self._run_id, self.clock.now())
+        if not self.dispatcher.alive:
+            logger.critical("a notification worker has died: notices are not being sent; "
+                            "restart kanshi")
+        self.reserve.ensure()
 
     def prune_history(self) -> None:
         cutoff = self.clock.now() - timedelta(seconds=self.config.root.store.history)
@@ -117,14 +137,32 @@ class Agent:
         try:
             memory = json.dumps(check.context.state, sort_keys=True, default=str)
             results = self.runner.run(check, spec.timeout)
-            soft = self.process(spec, results)
+            soft = self._process_or_spill(spec, results)
             if json.dumps(check.context.state, sort_keys=True, default=str) != memory:
                 self.store.checks.kv_save(name, dict(check.context.state))
         except Exception:  # the store or a bug: log it, keep the schedule alive
             logger.exception("processing the results of check %s failed", name)
-            return spec.interval
+            return spec.retry_interval  # nothing was recorded: look again soon
         self.dispatcher.wake()
         return spec.retry_interval if soft else spec.interval
+
+    def _process_or_spill(self, spec: CheckSpec, results: list[Result]) -> bool:
+        """:meth:`process`, surviving a full disk under the store (see agent.reserve)."""
+        try:
+            return self.process(spec, results)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                raise
+            if self.reserve.release():
+                logger.critical("the disk holding %s is full: released kanshi's %d MB reserve "
+                                "so alerts can still be recorded — free space there now",
+                                self.config.state_dir, self.reserve.size // 2**20)
+                return self.process(spec, results)
+            sent = self.emergency.send(spec, results, self.clock.now())
+            logger.critical("the disk holding %s is full and the reserve is spent: results of "
+                            "%s are not recorded (%d unrecorded notice(s) sent directly)",
+                            self.config.state_dir, spec.name, sent)
+            return True
 
     def process(self, spec: CheckSpec, results: list[Result]) -> bool:
         """Store results, advance confirmation, open/close incidents.
@@ -134,6 +172,7 @@ class Agent:
         states = self.store.checks.states(spec.name)
         now = self.clock.now()
         soft = False
+        whole_run = any(r.target == "" for r in results)  # about the check as a whole
         with self.store.db.tx():
             for result in self._with_check_level(spec, results, states):
                 before = states.get(result.target) or CheckState.fresh(result.at or now)
@@ -142,9 +181,9 @@ class Agent:
                 self.store.checks.record(result, step.state)
                 self.incidents.apply(spec, result, step)
                 soft = soft or step.state.soft
-                if result.target == "" and _settled_ok(step.state):
-                    self.store.checks.forget(spec.name, "")
-            if not any(r.target == "" for r in results):
+                if result.target == "" and not whole_run and _settled_ok(step.state):
+                    self.store.checks.forget(spec.name, "")  # the run-level trouble is over
+            if not whole_run:
                 self._forget_vanished(spec, states, {r.target for r in results}, now)
         return soft
 
@@ -153,7 +192,7 @@ class Agent:
         """Results plus, after a run that worked, an OK for an earlier check-level failure."""
         yield from results
         failed_before = "" in states and not _settled_ok(states[""])
-        if failed_before and not any(r.target == "" for r in results) and results:
+        if failed_before and not any(r.target == "" for r in results):
             first = results[0]
             yield Result(Status.OK, "the check answers again", "", {}, spec.name, first.at,
                          first.duration)
@@ -171,19 +210,18 @@ class Agent:
         now = self.clock.now()
         for incident in self.store.incidents.find(open_only=True, limit=100_000):
             if incident.check not in self.specs:
-                with self.store.db.tx():
-                    self.store.incidents.add_event(
-                        incident.id, now, "closed",
-                        message="the check is no longer configured (removed or disabled)")
-                    self.store.incidents.resolve(incident.id, now)
-                logger.info("incident #%d closed: check %s is no longer configured",
-                            incident.id, incident.check)
+                self.incidents.close_orphan(incident, now, "the check is no longer configured "
+                                                          "(removed or disabled)")
         for name in self.store.checks.checks_with_state() - self.specs.keys():
             self.store.checks.forget(name)
 
     def run_forever(self) -> None:
         """Start, block until :meth:`request_stop`, then stop cleanly."""
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.store.close()
+            raise
         try:
             while not self._stop_requested.wait(1.0):
                 pass
@@ -197,6 +235,14 @@ class Agent:
 
 def _settled_ok(state: CheckState) -> bool:
     return state.hard_status is Status.OK and not state.soft
+
+
+def _attempt(what: str, action: Callable[[], object]) -> None:
+    """Run one step of a shutdown; a failure is logged and the shutdown goes on."""
+    try:
+        action()
+    except Exception:
+        logger.exception("%s failed", what)
 
 
 def _build_notifiers(config: Config) -> dict[str, Notifier]:

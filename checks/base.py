@@ -15,7 +15,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
@@ -53,7 +53,7 @@ class Result:
 
     status: Status
     message: str
-    target: str = ""   # "" = the check run as a whole (used when the run itself failed)
+    target: str = ""   # "" = the check as a whole (e.g. its run failed or hung)
     metrics: dict[str, float] = field(default_factory=dict)
     check: str = ""
     at: datetime | None = None
@@ -157,8 +157,8 @@ class Check(ABC):
         try:
             out = self.run()
             results = [out] if isinstance(out, Result) else list(out)
-            # An empty target is reserved for the run as a whole (it failed or hung).
-            results = [r if r.target else replace(r, target=self.name) for r in results]
+            if not results:  # silence is not "all clear": every target would vanish
+                results = [Result(Status.UNKNOWN, "the check returned no results")]
         except Exception as exc:  # a broken check must never take the scheduler down
             logger.warning("check %s failed: %s", self.name, self.context.scrub(repr(exc)))
             results = [Result(Status.UNKNOWN, self.context.scrub(_describe(exc)))]

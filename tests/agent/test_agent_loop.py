@@ -12,9 +12,15 @@ from agent.clock import FrozenClock
 from agent.config import load_config
 from agent.service import Agent
 from checks.base import Result, Status
+from notifiers.base import NotifierError
 from tests.support.scripted import RecordingNotifier, Script, scripted  # noqa: F401
 
 OK, W, C, U = Status.OK, Status.WARNING, Status.CRITICAL, Status.UNKNOWN
+
+PAGER = """
+notifiers:
+  - {name: pager, type: recording}
+"""
 
 CHECK = """
 checks:
@@ -32,14 +38,12 @@ def make_agent(tmp_path: Path, scripted: dict[str, Script]) -> Iterator[Callable
     agents: list[Agent] = []
     clock = FrozenClock()
 
-    def make(extra: str = CHECK, *, locale: str = "en") -> Agent:
+    def make(extra: str = CHECK, *, locale: str = "en", channels: str = PAGER) -> Agent:
         path = tmp_path / "kanshi.yaml"
         path.write_text(textwrap.dedent(f"""
             agent: {{name: host1, state_dir: state, locale: {locale}}}
             defaults: {{flapping: {{enabled: false}}}}
-            notifiers:
-              - {{name: pager, type: recording}}
-            """) + textwrap.dedent(extra), encoding="utf-8")
+            """) + textwrap.dedent(channels) + textwrap.dedent(extra), encoding="utf-8")
         agent = Agent(load_config(path, environ={}), clock=clock)
         agents.append(agent)
         return agent
@@ -231,3 +235,93 @@ def test_a_checks_private_memory_is_kept_across_restarts(
     first.store.close()
     second = make_agent()
     assert second.checks["web"].context.state == {"runs": 2}
+
+
+FALLBACK = """
+notifiers:
+  - {name: mail, type: recording, fallback: hook}
+  - {name: hook, type: recording}
+outbox: {retry_initial: 1m, retry_max: 1m, fallback_after: 5m}
+"""
+
+
+def test_a_fallback_never_repeats_what_the_channel_already_got(
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+    # The check notifies both channels; mail is down throughout.
+    scripted["web"] = Script({"a": C}, {"a": C}, {"a": C}, {"a": OK})
+    RecordingNotifier.failures["mail"] = NotifierError("connection refused")
+    agent = make_agent(CHECK, channels=FALLBACK)
+    for _ in range(30):
+        step(agent)
+    assert [a.kind for a in RecordingNotifier.sent["hook"]] == ["problem", "recovery"]
+
+
+def test_a_fallback_copy_of_a_problem_never_follows_its_recovery(
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+    scripted["web"] = Script({"a": C}, {"a": C}, {"a": C}, {"a": OK})
+    RecordingNotifier.failures["mail"] = NotifierError("connection refused")
+    agent = make_agent(CHECK + "    notify: [mail]\n", channels=FALLBACK)
+    for _ in range(30):
+        step(agent)
+    assert [a.kind for a in RecordingNotifier.sent["hook"]] == ["problem", "recovery"]
+
+
+def test_a_template_error_still_sends_the_notice_unformatted(
+        make_agent: Callable[..., Agent], scripted: dict[str, Script],  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(fields: object, locale: str) -> tuple[str, str]:
+        raise RuntimeError("template bug")
+
+    monkeypatch.setattr("agent.outbox.render", broken)  # stands in for a broken template
+    scripted["web"] = Script({"a": C})
+    agent = make_agent()
+    for _ in range(3):
+        step(agent)
+    (alert,) = RecordingNotifier.sent["pager"]
+    assert alert.subject == "[kanshi] problem CRITICAL: web a on host1"
+    assert "message: a is CRITICAL" in alert.body
+    assert len(agent.store.incidents.find()) == 1
+
+
+def test_when_flapping_settles_ok_the_outage_is_never_negative(
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+    flappy = CHECK.replace("max_attempts: 3", "max_attempts: 2") + \
+        "    flapping: {window: 9, high: 40, low: 15}\n"
+    runs = [{"a": s} for s in [OK, C] * 6] + [{"a": OK}]
+    scripted["web"] = Script(*runs)
+    agent = make_agent(flappy)
+    for _ in range(30):
+        step(agent)
+    stops = [a for a in RecordingNotifier.sent["pager"] if a.kind == "flapping_stop"]
+    assert stops and all((a.outage_seconds or 0) >= 0 for a in stops)
+    for incident in agent.store.incidents.find(open_only=False):
+        kinds = [e.kind for e in agent.store.incidents.events(incident.id)]
+        assert kinds.count("recovered") <= 1, kinds
+        recovered = [e.at for e in agent.store.incidents.events(incident.id)
+                     if e.kind == "recovered"]
+        assert all(at >= incident.opened_at for at in recovered)
+
+
+def test_a_check_removed_from_the_config_is_closed_with_a_notice(
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+    scripted["web"] = Script({"a": C})
+    first = make_agent()
+    for _ in range(3):
+        step(first)
+    first.store.close()
+    second = make_agent("checks: []\n")
+    second.close_unconfigured()
+    second.dispatcher.run_once()
+    assert [a.kind for a in RecordingNotifier.sent["pager"]] == ["problem", "vanished"]
+    assert "no longer configured" in RecordingNotifier.sent["pager"][-1].message
+
+
+def test_a_check_that_returns_nothing_is_unknown_not_all_clear(
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+    scripted["web"] = Script({"a": C}, {"a": C}, {"a": C}, dict)
+    agent = make_agent()
+    for _ in range(6):
+        step(agent)
+    assert sorted(sent()) == ["problem::UNKNOWN", "problem:a:CRITICAL"]
+    assert {i.target for i in agent.store.incidents.find()} == {"a", ""}, \
+        "the open incident is not closed as if its target had gone"
