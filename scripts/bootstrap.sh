@@ -35,9 +35,10 @@ kanshi_debs() {
 }
 
 # kanshi_venv [EXTRAS]: .venv with kanshi installed (editable), re-installed when
-# pyproject.toml or the extras change.
+# pyproject.toml changes or EXTRAS were not installed yet (./run after ./test
+# does not reinstall: the test install includes everything ./run needs).
 kanshi_venv() {
-    local extras="${1:-}" python stamp want
+    local extras="${1:-}" python stamp want have had
     python="$(kanshi_python)" || return 1
     if ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
         rm -rf .venv
@@ -50,12 +51,21 @@ kanshi_venv() {
             }
         fi
     fi
-    want="$(cat pyproject.toml; echo "extras=$extras")"
     stamp=".venv/.kanshi-installed"
-    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-        echo "kanshi: installing into .venv (first run takes a minute)…" >&2
-        .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-        .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras:+[$extras]}"
-        printf '%s' "$want" > "$stamp"
+    want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+    have="$(head -n 1 "$stamp" 2>/dev/null || true)"
+    had="$(sed -n 2p "$stamp" 2>/dev/null || true)"
+    if [ "$have" = "$want" ] && { [ -z "$extras" ] || [ "$had" = "$extras" ]; }; then
+        return 0
     fi
+    extras="${extras:-$had}"  # a plain ./run keeps the test extras ./test installed
+    echo "kanshi: installing into .venv (first run takes a minute)…" >&2
+    if ! { .venv/bin/python -m pip install --disable-pip-version-check --upgrade pip &&
+           .venv/bin/python -m pip install --disable-pip-version-check \
+               -e ".${extras:+[$extras]}"; } > .venv/pip-install.log 2>&1; then
+        tail -n 30 .venv/pip-install.log >&2
+        echo "kanshi: installing failed; the whole log is in .venv/pip-install.log" >&2
+        return 1
+    fi
+    printf '%s\n%s\n' "$want" "$extras" > "$stamp"
 }

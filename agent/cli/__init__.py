@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
 
 from agent import __version__
@@ -44,27 +46,39 @@ def build_parser() -> argparse.ArgumentParser:
     inc_sub = incidents.add_subparsers(dest="incidents_command", required=True,
                                        metavar="ACTION")
     inc_list = inc_sub.add_parser("list", help="open incidents (all with --all)")
+    _config_option(inc_list, on_action=True)
     inc_list.add_argument("--all", action="store_true", help="include resolved incidents")
     inc_list.add_argument("--limit", type=int, default=50)
     inc_list.add_argument("--json", action="store_true")
     inc_show = inc_sub.add_parser("show", help="one incident with its timeline and notices")
+    _config_option(inc_show, on_action=True)
     inc_show.add_argument("id", type=int)
     inc_show.add_argument("--json", action="store_true")
     inc_ack = inc_sub.add_parser("ack", help="acknowledge an incident")
+    _config_option(inc_ack, on_action=True)
     inc_ack.add_argument("id", type=int)
     inc_ack.add_argument("--by", help="who acknowledges (default: your login name)")
     inc_ack.add_argument("--comment", default="", help="a note for the timeline")
     return parser
 
 
-def _config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", default=None,
+def _config_option(parser: argparse.ArgumentParser, on_action: bool = False) -> None:
+    # On an action (`incidents show -c F`) it must not reset a value given before it.
+    parser.add_argument("-c", "--config", default=argparse.SUPPRESS if on_action else None,
                         help=f"config file (default: $KANSHI_CONFIG or {default_config()})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kanshi`` console script."""
     args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except BrokenPipeError:  # `kanshi status | head`: the reader left, that is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         from agent.cli.run import run
         return run(args)

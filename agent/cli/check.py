@@ -10,6 +10,7 @@ from agent.cli.common import echo, fail, load_or_exit
 from agent.cli.table import table
 from agent.clock import SystemClock
 from agent.config import CheckSpec, Config
+from agent.logs import setup_logging
 from agent.runner import CheckRunner
 from agent.secrets import Redactor
 from agent.service import build_check
@@ -21,8 +22,10 @@ EXIT_BAD_CONFIG = int(Status.UNKNOWN)
 
 def check(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config, code=EXIT_BAD_CONFIG)
+    redactor = Redactor(config.secrets())
+    setup_logging("WARNING", redactor, keep_existing=True)
     specs = _selected(config, args.names, args.all)
-    results = run_once(specs)
+    results = run_once(specs, redactor)
     if args.json:
         echo(json.dumps([_as_json(r) for r in results], ensure_ascii=False, indent=2))
     else:
@@ -31,12 +34,12 @@ def check(args: argparse.Namespace) -> int:
     return int(worst([r.status for r in results]))
 
 
-def run_once(specs: list[CheckSpec]) -> list[Result]:
+def run_once(specs: list[CheckSpec], redactor: Redactor) -> list[Result]:
     """Run ``specs`` concurrently, each with its hard timeout; results in config order."""
     clock, shared = SystemClock(), LocalResources()
     runner = CheckRunner(clock)
     try:
-        checks = [build_check(s, clock, shared, Redactor()) for s in specs]
+        checks = [build_check(s, clock, shared, redactor) for s in specs]
         with ThreadPoolExecutor(max(1, min(16, len(checks)))) as pool:
             runs = [pool.submit(runner.run, c, s.timeout) for c, s in zip(checks, specs,
                                                                            strict=True)]
@@ -52,6 +55,8 @@ def _selected(config: Config, names: list[str], every: bool) -> list[CheckSpec]:
     if every and names:
         fail("give check names or --all, not both", EXIT_BAD_CONFIG)
     if every:
+        if not config.enabled_checks:
+            fail("no check is enabled in the config: nothing to run", EXIT_BAD_CONFIG)
         return list(config.enabled_checks)
     if not names:
         fail("name the checks to run, or --all (configured: "

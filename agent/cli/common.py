@@ -40,14 +40,21 @@ def load_or_exit(given: str | None, code: int = 2) -> Config:
         fail(f"{path}: {count} problem{'s' if count != 1 else ''} in the config", code)
 
 
-def existing_store(config: Config) -> Store:
-    """The agent's store, which must already exist (reading never creates one)."""
+def existing_store(config: Config, *, write: bool = False) -> Store:
+    """The agent's store, which must already exist; opened read-only unless ``write``.
+
+    Tools never create or migrate a store: that is the agent's job.
+    """
     db = config.state_dir / DB_NAME
-    if not db.exists():
+    try:
+        exists = db.exists()
+    except OSError as exc:
+        fail(f"cannot look into {config.state_dir}: {exc.strerror or exc}", 1)
+    if not exists:
         fail(f"no state at {db}: the agent has not run with this config yet "
              f"(start it with `kanshi run -c {config.path}`)", 1)
     try:
-        return open_store(config.state_dir)
+        return open_store(config.state_dir, migrate=False, readonly=not write)
     except StoreError as exc:
         fail(str(exc), 1)
 

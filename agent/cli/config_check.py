@@ -9,6 +9,8 @@ from agent.cli.common import echo, load_or_exit
 
 def config_check(args: argparse.Namespace) -> int:
     config = load_or_exit(args.file)
+    for warning in config.warnings:
+        echo(f"warning: {warning}", err=True)
     enabled = len(config.enabled_checks)
     channels = ", ".join(n.name for n in config.enabled_notifiers) or "none"
     echo(f"{config.path}: OK — {len(config.checks)} checks ({enabled} enabled), "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ from agent.store.incidents import Incident
 
 def incidents(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
-    store = existing_store(config)
+    store = existing_store(config, write=args.incidents_command == "ack")
     try:
         action = {"list": _list, "show": _show, "ack": _ack}[args.incidents_command]
         return action(args, config, store)
@@ -50,7 +51,7 @@ def _show(args: argparse.Namespace, config: Config, store: Store) -> int:
     if args.json:
         echo(json.dumps({**_incident_json(incident),
                          "timeline": [{"at": e.at.isoformat(), "kind": e.kind,
-                                       "status": e.status.name if e.status else None,
+                                       "status": e.status.name if e.status is not None else None,
                                        "message": e.message, "actor": e.actor, "data": e.data}
                                       for e in events],
                          "notices": [{"id": n.id, "channel": n.channel, "kind": n.kind,
@@ -66,7 +67,7 @@ def _show(args: argparse.Namespace, config: Config, store: Store) -> int:
     echo(f"  message:      {incident.message}")
     echo("\ntimeline:")
     echo(table(("AT", "EVENT", "STATUS", "BY", "DETAIL"),
-               [(local_time(config, e.at), e.kind, e.status.name if e.status else "",
+               [(local_time(config, e.at), e.kind, e.status.name if e.status is not None else "",
                  e.actor or "-", e.message) for e in events]))
     if notices:
         echo("\nnotices:")
@@ -78,7 +79,7 @@ def _show(args: argparse.Namespace, config: Config, store: Store) -> int:
 
 def _ack(args: argparse.Namespace, config: Config, store: Store) -> int:
     incident = _get(store, args.id)
-    who = args.by or getpass.getuser()
+    who = args.by or _login_name()
     if not incident.is_open:
         fail(f"incident #{incident.id} is already resolved; nothing to acknowledge", 1)
     now = datetime.now(UTC)
@@ -89,6 +90,13 @@ def _ack(args: argparse.Namespace, config: Config, store: Store) -> int:
                           {"comment": args.comment})
     echo(f"incident #{incident.id} acknowledged by {who}")
     return 0
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid with no passwd entry (containers)
+        return f"uid {os.getuid()}"
 
 
 def _get(store: Store, incident_id: int) -> Incident:

@@ -6,13 +6,14 @@ import argparse
 import logging
 import os
 import signal
-import sys
 from types import FrameType
 
 from agent import __version__
 from agent.cli.common import echo, fail, load_or_exit
 from agent.config import Config
-from agent.secrets import RedactingFilter, Redactor
+from agent.lock import AlreadyRunning
+from agent.logs import setup_logging
+from agent.secrets import Redactor
 from agent.service import Agent
 from agent.store import StoreError
 
@@ -20,25 +21,19 @@ from agent.store import StoreError
 def run(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
     setup_logging(args.log_level, Redactor(config.secrets()))
+    for warning in config.warnings:
+        logging.getLogger("agent.config").warning("%s", warning)
     try:
         agent = Agent(config)
     except StoreError as exc:
         fail(str(exc), 1)
     _banner(config)
     _install_signal_handlers(agent)
-    agent.run_forever()
+    try:
+        agent.run_forever()
+    except AlreadyRunning as exc:
+        fail(str(exc), 1)
     return 0
-
-
-def setup_logging(level: str, redactor: Redactor) -> None:
-    """Log lines to stderr, secrets masked."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                                           "%Y-%m-%d %H:%M:%S%z"))
-    handler.addFilter(RedactingFilter(redactor))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
 
 
 def _banner(config: Config) -> None:

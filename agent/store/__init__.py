@@ -30,11 +30,18 @@ class Store:
         self.db.close()
 
 
-def open_store(state_dir: Path, *, migrate: bool = True) -> Store:
-    """Open (and by default migrate) the store in ``state_dir``."""
-    db = Database(state_dir / DB_NAME)
-    if migrate:
-        db.migrate()
+def open_store(state_dir: Path, *, migrate: bool = True, readonly: bool = False) -> Store:
+    """Open the store in ``state_dir``: migrated (the agent), or checked to be of this
+    kanshi's schema (tools), optionally read-only."""
+    db = Database(state_dir / DB_NAME, readonly=readonly)
+    try:
+        if migrate and not readonly:
+            db.migrate()
+        else:
+            db.check_version()
+    except StoreError:
+        db.close()
+        raise
     return Store(db, CheckStore(db), IncidentStore(db), NotificationStore(db), AuditLog(db),
                  AgentRuns(db))
 

@@ -39,15 +39,21 @@ class StoreError(Exception):
 class Database:
     """A thread-safe SQLite connection with transaction helpers."""
 
-    def __init__(self, path: Path, *, busy_timeout: float = 10.0) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = 10.0,
+                 readonly: bool = False) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
-                                         check_same_thread=False)
+            if readonly:  # never creates, migrates or writes: safe beside a running agent
+                self._conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                             timeout=busy_timeout, isolation_level=None,
+                                             check_same_thread=False)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
+                                             check_same_thread=False)
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")  # durable across crashes
             self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes
             self._conn.execute("PRAGMA foreign_keys=ON")
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the store {path}: {exc} "
@@ -91,8 +97,36 @@ class Database:
             finally:
                 self._conn.execute("COMMIT")
 
+    def version(self) -> int | None:
+        """The schema version, or None if this is not a kanshi store."""
+        try:
+            with self.read() as conn:
+                row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        except sqlite3.DatabaseError:
+            return None
+        return int(row[0]) if row and row[0] is not None else None
+
+    def check_version(self) -> None:
+        """Refuse a store of another schema version than this kanshi's (no migration)."""
+        version, newest = self.version(), len(MIGRATIONS)
+        if version is None:
+            raise StoreError(f"{self.path} is not a kanshi store (no schema version)")
+        if version < newest:
+            raise StoreError(f"{self.path} has schema version {version}, this kanshi expects "
+                             f"{newest}: start the agent (kanshi run) once to migrate it")
+        if version > newest:
+            raise StoreError(f"{self.path} was written by a newer kanshi (schema {version}, "
+                             f"this one knows {newest}); upgrade kanshi")
+
     def migrate(self) -> int:
         """Apply pending migrations; return the schema version."""
+        try:
+            return self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot prepare the store {self.path}: {exc} (is it a kanshi "
+                             "store? check agent.state_dir)") from exc
+
+    def _migrate(self) -> int:
         with self.tx() as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
                          "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")

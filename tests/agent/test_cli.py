@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -176,3 +177,57 @@ def test_status_without_any_state_says_the_agent_never_ran(tmp_path: Path) -> No
     assert done.returncode == 1
     assert "the agent has not run with this config yet" in done.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_the_config_option_works_after_the_action_too(
+        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    path = populate(tmp_path, scripted)
+    assert main(["incidents", "show", "2", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    recovered = next(line for line in out.splitlines() if " recovered " in line)
+    assert " OK " in recovered, "an OK status on the timeline is shown, not blank"
+
+
+def test_reading_commands_never_write_the_store(
+        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    path = populate(tmp_path, scripted)
+    db = tmp_path / "state" / "kanshi.db"
+    before = db.read_bytes()
+    for argv in (["status"], ["incidents", "list", "--all"], ["incidents", "show", "1"]):
+        main([*argv[:1], "-c", str(path), *argv[1:]])
+    assert db.read_bytes() == before
+    assert not (tmp_path / "state" / "kanshi.db-wal").exists() or \
+        (tmp_path / "state" / "kanshi.db-wal").stat().st_size == 0
+
+
+def test_a_store_from_a_newer_kanshi_is_refused_with_a_message(
+        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    path = populate(tmp_path, scripted)
+    with sqlite3.connect(tmp_path / "state" / "kanshi.db") as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (99, 'later')")
+    with pytest.raises(SystemExit) as exited:
+        main(["status", "-c", str(path)])
+    assert exited.value.code == 1
+    assert "written by a newer kanshi (schema 99" in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_a_kanshi_store_is_refused_with_a_message(
+        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    path = write_config(tmp_path, "checks: []\n")
+    (tmp_path / "state").mkdir()
+    with sqlite3.connect(tmp_path / "state" / "kanshi.db") as conn:
+        conn.execute("CREATE TABLE check_state (x)")
+    with pytest.raises(SystemExit) as exited:
+        main(["incidents", "-c", str(path), "list"])
+    assert exited.value.code == 1
+    assert "is not a kanshi store" in capsys.readouterr().err
+
+
+def test_check_all_with_nothing_enabled_is_unknown(
+        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    path = write_config(tmp_path, "checks: [{name: a, type: scripted, script: a, "
+                                  "enabled: false}]\n")
+    with pytest.raises(SystemExit) as exited:
+        main(["check", "--all", "-c", str(path)])
+    assert exited.value.code == 3
+    assert "no check is enabled" in capsys.readouterr().err
