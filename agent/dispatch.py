@@ -176,18 +176,18 @@ class Dispatcher:
         notifier = self.notifiers[notification.channel]
         alert = Alert.from_dict({**notification.payload, "notification_id": notification.id})
         started, t0 = self.clock.now(), self.clock.monotonic()
-        error, permanent = None, False
+        error, permanent, asked = None, False, None
         try:
             notifier.send(alert)
         except NotifierError as exc:
-            error, permanent = str(exc), exc.permanent
+            error, permanent, asked = str(exc), exc.permanent, exc.retry_after
         except Exception as exc:  # a notifier bug must not stop the outbox
             error = f"{type(exc).__name__}: {exc}"
         duration = self.clock.monotonic() - t0
         if error is None:
             self._delivered(notification, started, duration)
         else:
-            self._failed(notification, started, duration, self.scrub(error), permanent)
+            self._failed(notification, started, duration, self.scrub(error), permanent, asked)
 
     def _delivered(self, n: Notification, at: datetime, duration: float) -> None:
         with self.store.db.tx():
@@ -200,9 +200,10 @@ class Dispatcher:
         logger.info("notice #%d (%s) delivered via %s", n.id, n.kind, n.channel)
 
     def _failed(self, n: Notification, at: datetime, duration: float, error: str,
-                permanent: bool) -> None:
+                permanent: bool, asked: float | None = None) -> None:
         attempt = n.attempts + 1
-        retry_at = None if permanent else at + timedelta(seconds=self.backoff(attempt))
+        wait = max(self.backoff(attempt), asked or 0.0)  # honour the peer's Retry-After
+        retry_at = None if permanent else at + timedelta(seconds=wait)
         final = "failed"
         if retry_at is not None and retry_at >= n.expires_at:
             retry_at, final = None, "expired"

@@ -15,11 +15,14 @@ from pydantic import BaseModel, ConfigDict
 
 
 class NotifierError(Exception):
-    """Delivery failed. ``permanent`` means retrying the same message cannot help."""
+    """Delivery failed. ``permanent`` means retrying the same message cannot help;
+    ``retry_after`` (seconds) is how long the peer asked us to wait, if it did."""
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool = False,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Alert:
     """One notice about one incident, already rendered in the channel's language."""
 
     kind: str               # problem | change | recovery | flapping_start | flapping_stop
+                            # | vanished | unrecorded
     notification_id: int
     incident_id: int
     dedup_key: str          # stable per (check, target): PagerDuty-style de-duplication
@@ -43,6 +47,7 @@ class Alert:
     locale: str
     subject: str
     body: str
+    flap_percent: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -128,17 +128,13 @@ def _redact_target(arg: object) -> object:
 
 
 class HttpStatusError(NotifierError):
-    """The service answered with a status that is not success.
-
-    ``retry_after`` (seconds) is what the service asked for, if it said; the
-    outbox may use it instead of its own backoff.
-    """
+    """The service answered with a status that is not success (``retry_after``:
+    what the service asked for, if it said; the outbox waits at least that)."""
 
     def __init__(self, message: str, *, status: int, permanent: bool,
                  retry_after: float | None = None) -> None:
-        super().__init__(message, permanent=permanent)
+        super().__init__(message, permanent=permanent, retry_after=retry_after)
         self.status = status
-        self.retry_after = retry_after
 
 
 class HttpConfig(NotifierConfig):

@@ -166,3 +166,13 @@ def test_secrets_in_delivery_errors_are_scrubbed_before_they_are_stored(agent: A
     agent.dispatcher.run_once()
     (attempt,) = agent.store.notifications.attempts(nid)
     assert attempt.error == "auth failed for ops:********@mail"
+
+
+def test_a_peer_asking_to_retry_later_is_given_that_long(agent: Agent) -> None:
+    (nid,) = enqueue(agent)
+    RecordingNotifier.failures["pager"] = NotifierError("429 Too Many Requests",
+                                                        retry_after=120)
+    agent.dispatcher.run_once()
+    notice = agent.store.notifications.get(nid)
+    assert notice is not None
+    assert (notice.next_attempt_at - agent.clock.now()).total_seconds() == 120.0
