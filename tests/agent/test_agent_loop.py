@@ -191,22 +191,6 @@ def test_state_and_incidents_survive_a_restart_without_a_second_notice(
     assert len(second.store.incidents.find()) == 1
 
 
-def test_a_check_removed_from_the_config_closes_its_incidents(
-        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
-    scripted["web"] = Script({"a": C})
-    first = make_agent()
-    for _ in range(3):
-        step(first)
-    first.store.close()
-    second = make_agent("checks: []\n")
-    second.close_unconfigured()
-    (incident,) = second.store.incidents.find(open_only=False)
-    assert not incident.is_open
-    assert second.store.incidents.events(incident.id)[-1].message.startswith(
-        "the check is no longer configured")
-    assert second.store.checks.latest() == []
-
-
 def test_notices_are_rendered_in_japanese_when_asked(
         make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
     scripted["web"] = Script({"a": C}, {"a": C}, {"a": C}, {"a": OK})
@@ -302,7 +286,7 @@ def test_when_flapping_settles_ok_the_outage_is_never_negative(
         assert all(at >= incident.opened_at for at in recovered)
 
 
-def test_a_check_removed_from_the_config_is_closed_with_a_notice(
+def test_a_check_removed_from_the_config_closes_its_incidents_with_a_notice(
         make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
     scripted["web"] = Script({"a": C})
     first = make_agent()
@@ -312,6 +296,11 @@ def test_a_check_removed_from_the_config_is_closed_with_a_notice(
     second = make_agent("checks: []\n")
     second.close_unconfigured()
     second.dispatcher.run_once()
+    (incident,) = second.store.incidents.find(open_only=False)
+    assert not incident.is_open
+    assert second.store.incidents.events(incident.id)[-2].message.startswith(
+        "the check is no longer configured")
+    assert second.store.checks.latest() == []
     assert [a.kind for a in RecordingNotifier.sent["pager"]] == ["problem", "vanished"]
     assert "no longer configured" in RecordingNotifier.sent["pager"][-1].message
 

@@ -16,15 +16,7 @@ from agent.service import Agent
 from checks.base import Status
 from notifiers.base import NotifierError
 from tests.support.scripted import RecordingNotifier, Script, scripted  # noqa: F401
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
+from tests.support.wait import wait_for
 
 
 @pytest.fixture

@@ -18,15 +18,7 @@ from agent.scheduler import CheckScheduler, first_delay
 from agent.service import Agent
 from checks.base import CheckContext, Result, Status
 from tests.support.scripted import Script, ScriptedCheck, scripted  # noqa: F401
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
+from tests.support.wait import wait_for
 
 
 def scripted_check(name: str, timeout: float) -> ScriptedCheck:

@@ -19,17 +19,10 @@ from agent.config import load_config
 from agent.service import Agent
 from tests.support.mounts import Mounter
 from tests.support.smtp_server import SmtpServer
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.real
 
-
-def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what or condition}")
 
 
 def config_text(point: Path, smtp: SmtpServer, state: Path) -> str:

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.wait import wait_for
+
 
 def test_a_second_agent_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "kanshi.yaml"
@@ -18,9 +20,7 @@ def test_a_second_agent_on_the_same_state_dir_is_refused(tmp_path: Path) -> None
     argv = [sys.executable, "-m", "agent.cli", "run", "-c", str(config)]
     first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "state" / "kanshi.lock").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: (tmp_path / "state" / "kanshi.lock").exists(), what="the first agent")
         time.sleep(0.5)
         second = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         assert second.returncode == 1
