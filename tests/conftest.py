@@ -15,7 +15,7 @@ import pytest
 STRICT = os.environ.get("KANSHI_CI_STRICT") == "1"
 
 # Fixtures for real peers, usable by every test module.
-pytest_plugins = ["tests.support.mounts"]
+pytest_plugins = ["tests.support.mounts", "tests.support.agents"]
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -6,17 +6,12 @@ import textwrap
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
-import pytest
 
 from agent.clock import SystemClock
-from agent.config import load_config
 from agent.runner import CheckRunner
 from agent.scheduler import CheckScheduler, first_delay
-from agent.service import Agent
 from checks.base import CheckContext, Result, Status
+from tests.support.agents import StartAgent
 from tests.support.scripted import Script, ScriptedCheck, scripted  # noqa: F401
 from tests.support.wait import wait_for
 
@@ -76,38 +71,24 @@ def test_the_real_scheduler_places_a_thousand_jobs_apart() -> None:
     assert len(times) == 1000 and max(per_second.values()) <= 40
 
 
-@pytest.fixture
-def running_agent(tmp_path: Path, scripted: dict[str, Script]) -> Iterator[Callable[[str], Agent]]:  # noqa: F811
-    agents: list[Agent] = []
-
-    def start(checks_yaml: str) -> Agent:
-        path = tmp_path / "kanshi.yaml"
-        path.write_text(textwrap.dedent("""
-            agent: {name: host1, state_dir: state}
-            scheduler: {spread: 0.2s, workers: 8}
-            notifiers: [{name: pager, type: recording}]
-        """) + textwrap.dedent(checks_yaml), encoding="utf-8")
-        agent = Agent(load_config(path, environ={}))
-        agents.append(agent)
-        agent.start()
-        return agent
-
-    yield start
-    for agent in agents:
-        agent.stop()
+HEADER = """
+agent: {name: host1, state_dir: state}
+scheduler: {spread: 0.2s, workers: 8}
+notifiers: [{name: pager, type: recording}]
+"""
 
 
 def test_a_hung_check_never_delays_the_others(
-        running_agent: Callable[[str], Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+        start_agent: StartAgent, scripted: dict[str, Script]) -> None:  # noqa: F811
     release = threading.Event()
     hang = scripted["hang"] = Script(lambda: [release.wait(60), Result(Status.OK, "x")][1:])
     fast = scripted["fast"] = Script({"t": Status.OK})
-    agent = running_agent("""
+    agent = start_agent(HEADER + textwrap.dedent("""
         checks:
           - {name: hang, type: scripted, script: hang, interval: 1s, timeout: 0.5s,
              max_attempts: 1}
           - {name: fast, type: scripted, script: fast, interval: 0.3s, timeout: 0.3s}
-    """)
+    """))
     try:
         assert wait_for(lambda: fast.calls >= 10), "the fast check kept its pace"
         assert wait_for(lambda: len(agent.store.incidents.find()) == 1)
@@ -119,13 +100,13 @@ def test_a_hung_check_never_delays_the_others(
 
 
 def test_a_failing_check_is_retried_at_the_retry_interval(
-        running_agent: Callable[[str], Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+        start_agent: StartAgent, scripted: dict[str, Script]) -> None:  # noqa: F811
     script = scripted["web"] = Script({"a": Status.CRITICAL})
-    agent = running_agent("""
+    agent = start_agent(HEADER + textwrap.dedent("""
         checks:
           - {name: web, type: scripted, script: web, interval: 1h, retry_interval: 0.2s,
              max_attempts: 3}
-    """)
+    """))
     # With a one-hour interval the incident can only open this soon through retries.
     assert wait_for(lambda: len(agent.store.incidents.find()) == 1)
     assert script.calls >= 3

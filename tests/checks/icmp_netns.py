@@ -17,6 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests.support import needs
+
 REPO = Path(__file__).resolve().parents[2]
 _NAMES = itertools.count()
 
@@ -131,3 +135,12 @@ def connect_router(host: Netns, router: Netns, *, unreachable: str) -> None:
     router.ip("link", "set", "down0", "up")
     router.sysctl("net.ipv4.ip_forward=1")
     router.ip("route", "add", "unreachable", unreachable)
+
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    """A fresh namespace of the test's own (root and iproute2 needed, else skip)."""
+    needs.root()
+    needs.command("ip", "iproute2")
+    with namespace() as ns:
+        yield ns

@@ -327,14 +327,6 @@ def test_the_exec_method_uses_the_system_ping_binary() -> None:
 # -- in namespaces: dead hosts, routers, permissions ---------------------------------
 
 
-@pytest.fixture
-def netns() -> Iterator[Netns]:
-    needs.root()
-    needs.command("ip", "iproute2")
-    with namespace() as ns:
-        yield ns
-
-
 @pytest.mark.real
 def test_a_silent_host_is_lost_by_timeout(netns: Netns) -> None:
     netns.black_hole("10.199.0.1")

@@ -12,7 +12,7 @@ from agent.clock import SystemClock
 from checks.base import CheckContext, LocalResources, Status
 from checks.icmp import NOT_PERMITTED, PingStats
 from checks.ping import PingCheck, PingConfig, judge
-from tests.checks.icmp_netns import CHECK, Netns, namespace
+from tests.checks.icmp_netns import CHECK, Netns
 from tests.support import needs
 
 
@@ -200,14 +200,6 @@ def test_the_exec_method_is_reachable_through_the_check(shared: LocalResources) 
     results = check(shared, method="exec", count=2, probe_interval="200ms").execute()
     assert results[0].status is Status.OK, results[0].message
     assert results[0].message.endswith("(2/2 replies)")
-
-
-@pytest.fixture
-def netns() -> Iterator[Netns]:
-    needs.root()
-    needs.command("ip", "iproute2")
-    with namespace() as ns:
-        yield ns
 
 
 @pytest.mark.real

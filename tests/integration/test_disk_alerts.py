@@ -10,13 +10,13 @@ import os
 import subprocess
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
 from agent.service import Agent
+from tests.support.agents import StartAgent
 from tests.support.mounts import Mounter
 from tests.support.smtp_server import SmtpServer
 from tests.support.wait import wait_for
@@ -51,28 +51,15 @@ def config_text(point: Path, smtp: SmtpServer, state: Path) -> str:
     """)
 
 
+@pytest.fixture(autouse=True)
+def smtp_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMTP_PASSWORD", SmtpServer.PASSWORD)
+
+
 @pytest.fixture
 def smtp() -> Iterator[SmtpServer]:
     with SmtpServer(security="starttls", auth=True) as server:
         yield server
-
-
-@pytest.fixture
-def start_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Agent]]:
-    monkeypatch.setenv("SMTP_PASSWORD", SmtpServer.PASSWORD)
-    agents: list[Agent] = []
-
-    def start(point: Path, smtp: SmtpServer) -> Agent:
-        path = tmp_path / "kanshi.yaml"
-        path.write_text(config_text(point, smtp, tmp_path / "state"), encoding="utf-8")
-        agent = Agent(load_config(path))
-        agents.append(agent)
-        agent.start()
-        return agent
-
-    yield start
-    for agent in agents:
-        agent.stop()
 
 
 def subjects(smtp: SmtpServer) -> list[str]:
@@ -90,11 +77,11 @@ def open_incidents(agent: Agent) -> dict[str, str]:
 
 
 def test_a_filling_disk_alerts_by_mail_and_recovers(
-        mounter: Mounter, smtp: SmtpServer, start_agent: Callable[..., Agent],
+        tmp_path: Path, mounter: Mounter, smtp: SmtpServer, start_agent: StartAgent,
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     point = mounter.tmpfs("data", "size=1M,nr_inodes=100")
-    agent = start_agent(point, smtp)
+    agent = start_agent(config_text(point, smtp, tmp_path / "state"))
     wait_for(lambda: {r.check for r in agent.store.checks.latest()} == {"disk", "inode"},
              what="first results")
     assert open_incidents(agent) == {}
@@ -129,10 +116,10 @@ def test_a_filling_disk_alerts_by_mail_and_recovers(
 
 
 def test_notices_wait_out_an_smtp_outage_and_arrive_once(
-        mounter: Mounter, smtp: SmtpServer, start_agent: Callable[..., Agent]) -> None:
+        tmp_path: Path, mounter: Mounter, smtp: SmtpServer, start_agent: StartAgent) -> None:
     point = mounter.tmpfs("data", "size=1M,nr_inodes=1000")
     smtp.stop()
-    agent = start_agent(point, smtp)
+    agent = start_agent(config_text(point, smtp, tmp_path / "state"))
     (point / "blob").write_bytes(os.urandom(960 * 1024))
     wait_for(lambda: open_incidents(agent) == {"disk": "CRITICAL"}, what="the incident")
     (incident,) = agent.store.incidents.find()

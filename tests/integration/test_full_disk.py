@@ -9,15 +9,12 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import textwrap
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
-from agent.service import Agent
+from tests.support.agents import StartAgent
 from tests.support.mounts import Mounter
 from tests.support.wait import wait_for
 
@@ -36,29 +33,16 @@ def fill(point: Path) -> None:
             assert exc.errno == errno.ENOSPC
 
 
-@pytest.fixture
-def start_agent(tmp_path: Path) -> Iterator[Callable[[Path], Agent]]:
-    agents: list[Agent] = []
-
-    def start(state: Path) -> Agent:
-        path = tmp_path / "kanshi.yaml"
-        path.write_text(textwrap.dedent(f"""
-            agent: {{name: testhost, state_dir: {state}}}
-            scheduler: {{spread: 0.1s}}
-            checks:
-              - {{name: disk, type: disk, include: ["{state}"], interval: 0.5s,
-                 retry_interval: 0.2s, max_attempts: 2}}
-            notifiers:
-              - {{name: log, type: file, path: {tmp_path}/alerts.jsonl}}
-        """), encoding="utf-8")
-        agent = Agent(load_config(path, environ={}))
-        agents.append(agent)
-        agent.start()
-        return agent
-
-    yield start
-    for agent in agents:
-        agent.stop()
+def config(state: Path, alerts: Path) -> str:
+    return f"""
+        agent: {{name: testhost, state_dir: {state}}}
+        scheduler: {{spread: 0.1s}}
+        checks:
+          - {{name: disk, type: disk, include: ["{state}"], interval: 0.5s,
+             retry_interval: 0.2s, max_attempts: 2}}
+        notifiers:
+          - {{name: log, type: file, path: {alerts}}}
+    """
 
 
 def notices(tmp_path: Path) -> list[dict[str, object]]:
@@ -68,10 +52,10 @@ def notices(tmp_path: Path) -> list[dict[str, object]]:
 
 
 def test_the_reserve_lets_a_full_disk_under_the_store_still_be_alerted(
-        tmp_path: Path, mounter: Mounter, start_agent: Callable[[Path], Agent],
+        tmp_path: Path, mounter: Mounter, start_agent: StartAgent,
         caplog: pytest.LogCaptureFixture) -> None:
     state = mounter.tmpfs("state", "size=64M")
-    agent = start_agent(state)
+    agent = start_agent(config(state, tmp_path / "alerts.jsonl"))
     assert (state / "kanshi.reserve").stat().st_size == 8 * 2**20
     wait_for(lambda: agent.store.checks.latest(), what="a first result")
     fill(state)
@@ -86,9 +70,9 @@ def test_the_reserve_lets_a_full_disk_under_the_store_still_be_alerted(
 
 
 def test_without_any_room_the_problem_is_still_sent_marked_unrecorded(
-        tmp_path: Path, mounter: Mounter, start_agent: Callable[[Path], Agent]) -> None:
+        tmp_path: Path, mounter: Mounter, start_agent: StartAgent) -> None:
     state = mounter.tmpfs("state", "size=4M")  # too small to keep a reserve
-    agent = start_agent(state)
+    agent = start_agent(config(state, tmp_path / "alerts.jsonl"))
     assert not (state / "kanshi.reserve").exists()
     wait_for(lambda: agent.store.checks.latest(), what="a first result")
     fill(state)

@@ -1,0 +1,33 @@
+"""Real agents started in the test process on a config the test writes."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config
+from agent.service import Agent
+
+StartAgent = Callable[[str], Agent]
+
+
+@pytest.fixture
+def start_agent(tmp_path: Path) -> Iterator[StartAgent]:
+    """``start_agent(yaml_text)``: write ``tmp_path/kanshi.yaml``, start an agent on it
+    (with the real scheduler and senders); every agent is stopped afterwards."""
+    agents: list[Agent] = []
+
+    def start(text: str) -> Agent:
+        path = tmp_path / "kanshi.yaml"
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        agent = Agent(load_config(path))
+        agents.append(agent)
+        agent.start()
+        return agent
+
+    yield start
+    for agent in agents:
+        agent.stop()
