@@ -151,18 +151,22 @@ class Agent:
         try:
             return self.process(spec, results)
         except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+            if not _disk_full(exc):
                 raise
-            if self.reserve.release():
-                logger.critical("the disk holding %s is full: released kanshi's %d MB reserve "
-                                "so alerts can still be recorded — free space there now",
-                                self.config.state_dir, self.reserve.size // 2**20)
+        if self.reserve.release():
+            logger.critical("the disk holding %s is full: released kanshi's %d MB reserve "
+                            "so alerts can still be recorded — free space there now",
+                            self.config.state_dir, self.reserve.size // 2**20)
+            try:
                 return self.process(spec, results)
-            sent = self.emergency.send(spec, results, self.clock.now())
-            logger.critical("the disk holding %s is full and the reserve is spent: results of "
-                            "%s are not recorded (%d unrecorded notice(s) sent directly)",
-                            self.config.state_dir, spec.name, sent)
-            return True
+            except sqlite3.OperationalError as exc:
+                if not _disk_full(exc):
+                    raise
+        sent = self.emergency.send(spec, results, self.clock.now())
+        logger.critical("the disk holding %s is full and the reserve is spent: results of %s "
+                        "are not recorded (%d unrecorded notice(s) sent directly)",
+                        self.config.state_dir, spec.name, sent)
+        return True
 
     def process(self, spec: CheckSpec, results: list[Result]) -> bool:
         """Store results, advance confirmation, open/close incidents.
@@ -231,6 +235,10 @@ class Agent:
     def request_stop(self) -> None:
         """Ask :meth:`run_forever` to stop (safe from a signal handler)."""
         self._stop_requested.set()
+
+
+def _disk_full(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
 def _settled_ok(state: CheckState) -> bool:
