@@ -32,6 +32,8 @@ LEASE = timedelta(minutes=5)
 BATCH = 10
 #: Longest sleep of an idle worker; wake() cuts it short.
 IDLE = 5.0
+#: Notice kinds that carry a report to the customer.
+REPORTS = {"failure_report": "failure report", "post_incident_report": "post-incident report"}
 
 
 class Dispatcher:
@@ -190,13 +192,19 @@ class Dispatcher:
             self._failed(notification, started, duration, self.scrub(error), permanent, asked)
 
     def _delivered(self, n: Notification, at: datetime, duration: float) -> None:
+        spec = self.outbox.channels.get(n.channel)
+        data = {"notification_id": n.id, "channel": n.channel, "kind": n.kind,
+                "attempt": n.attempts + 1, "audience": spec.audience if spec else "customer"}
+        # Delivery, not queueing, is what stops a clock (first notice, report sent).
+        kind, what = "notified", f"{n.kind} notice"
+        if n.kind in REPORTS:
+            kind, what = "report_sent", REPORTS[n.kind]
+            data["report"] = n.kind.removesuffix("_report")
         with self.store.db.tx():
             self.store.notifications.delivered(n.id, at, duration)
             if n.incident_id is not None:
-                self.store.incidents.add_event(
-                    n.incident_id, at, "notified", message=f"{n.kind} notice via {n.channel}",
-                    data={"notification_id": n.id, "channel": n.channel, "kind": n.kind,
-                          "attempt": n.attempts + 1})
+                self.store.incidents.add_event(n.incident_id, at, kind,
+                                               message=f"{what} via {n.channel}", data=data)
         logger.info("notice #%d (%s) delivered via %s", n.id, n.kind, n.channel)
 
     def _failed(self, n: Notification, at: datetime, duration: float, error: str,

@@ -18,18 +18,26 @@ from typing import Any
 from agent.config import CheckSpec
 from agent.confirm import Step, Transition
 from agent.outbox import Outbox
+from agent.policy.maintenance import MaintenanceSchedule
 from agent.store import Store
 from agent.store.incidents import Incident, dedup_key
 from checks.base import Result, Status, worst
 
 logger = logging.getLogger(__name__)
 
+#: Notices that tell someone about a problem…
+PROBLEM_NOTICES = frozenset({"problem", "change", "flapping_start"})
+#: …and those that only make sense after one of them.
+FOLLOW_UPS = frozenset({"recovery", "flapping_stop", "vanished", "reminder", "escalation"})
+
 
 class IncidentManager:
-    def __init__(self, store: Store, outbox: Outbox, host: str) -> None:
+    def __init__(self, store: Store, outbox: Outbox, host: str,
+                 maintenance: MaintenanceSchedule | None = None) -> None:
         self.store = store
         self.outbox = outbox
         self.host = host
+        self.maintenance = maintenance
 
     def apply(self, spec: CheckSpec, result: Result, step: Step) -> bool:
         """Record what ``step`` means for incidents; True if a notice was queued."""
@@ -62,10 +70,11 @@ class IncidentManager:
         with self.store.db.tx():
             event = self.store.incidents.add_event(incident.id, at, "closed", message=reason)
             self.store.incidents.resolve(incident.id, at)
-            fields = self._fields(incident, "vanished", Status.OK, incident.status, reason, at,
-                                  outage=(at - incident.opened_at).total_seconds())
-            channels = [n for n, spec in self.outbox.channels.items() if spec.enabled]
-            self.outbox.enqueue(fields, channels, event_id=event)
+            if not self._suppressed(incident, "vanished", at):
+                fields = self._fields(incident, "vanished", Status.OK, incident.status, reason,
+                                      at, outage=(at - incident.opened_at).total_seconds())
+                channels = [n for n, spec in self.outbox.channels.items() if spec.enabled]
+                self.outbox.enqueue(fields, channels, event_id=event)
         logger.info("incident #%d closed: %s", incident.id, reason)
 
     def _transition(self, spec: CheckSpec, result: Result, t: Transition,
@@ -174,9 +183,42 @@ class IncidentManager:
     def _notify(self, spec: CheckSpec, incident: Incident, kind: str, status: Status,
                 previous: Status, message: str, at: datetime, event_id: int,
                 **extra: Any) -> None:
+        if self._suppressed(incident, kind, at):
+            return
         fields = self._fields(incident, kind, status, previous, message, at,
                               attempts=spec.max_attempts, **extra)
         self.outbox.enqueue(fields, spec.notify, event_id=event_id)
+
+    def notice(self, incident: Incident, kind: str, channels: list[str], message: str,
+               at: datetime, event_id: int, **extra: Any) -> bool:
+        """Queue a policy notice (escalation, reminder…) unless suppressed."""
+        if self._suppressed(incident, kind, at):
+            return False
+        fields = self._fields(incident, kind, incident.status, incident.status, message, at,
+                              **extra)
+        return bool(self.outbox.enqueue(fields, channels, event_id=event_id))
+
+    def _suppressed(self, incident: Incident, kind: str, at: datetime) -> bool:
+        """Quiet during a maintenance window; and never a follow-up (recovery, change)
+        to someone who was never told of the problem. Both go on the timeline."""
+        window = None
+        if self.maintenance is not None:
+            window = self.maintenance.active(incident.check, incident.target, at)
+        if window is not None:
+            reason = f"maintenance window {window.name}"
+        elif kind in FOLLOW_UPS and not self.was_notified(incident.id):
+            reason = "the problem itself was never notified"
+        else:
+            return False
+        self.store.incidents.add_event(incident.id, at, "notice_suppressed",
+                                       message=f"{kind} notice not sent: {reason}",
+                                       data={"kind": kind, "reason": reason})
+        return True
+
+    def was_notified(self, incident_id: int) -> bool:
+        """Was a problem notice of this incident ever queued?"""
+        return any(n.kind in PROBLEM_NOTICES
+                   for n in self.store.notifications.for_incident(incident_id))
 
     def _fields(self, incident: Incident, kind: str, status: Status, previous: Status,
                 message: str, at: datetime, **extra: Any) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from agent.emergency import EmergencyNotices
 from agent.incidents import IncidentManager
 from agent.lock import StateLock
 from agent.outbox import Outbox
+from agent.policy.contract import Contract
+from agent.policy.watch import PolicyWatch
 from agent.reserve import SpaceReserve
 from agent.runner import CheckRunner
 from agent.scheduler import CheckScheduler
@@ -31,6 +33,8 @@ from notifiers.base import Notifier
 logger = logging.getLogger(__name__)
 
 PRUNE_EVERY = 3600.0
+#: Escalations, clocks and end-of-maintenance notices are looked at this often.
+POLICY_EVERY = 30.0
 
 
 def build_check(spec: CheckSpec, clock: Clock, shared: LocalResources, scrub: Redactor,
@@ -62,7 +66,11 @@ class Agent:
                              config.root.agent.timezone)
         self.dispatcher = Dispatcher(self.store, self.clock, settings, self.notifiers,
                                      self.outbox, scrub=self.redactor)
-        self.incidents = IncidentManager(self.store, self.outbox, config.root.agent.name)
+        self.contract = Contract(config, self.store)
+        self.incidents = IncidentManager(self.store, self.outbox, config.root.agent.name,
+                                         self.contract.maintenance)
+        self.policy = PolicyWatch(config, self.contract, self.store, self.incidents, self.specs,
+                                  self.clock)
         self.emergency = EmergencyNotices(self.notifiers, channels, config.root.agent.name)
         self.reserve = SpaceReserve(config.state_dir)
         self.lock = StateLock(config.state_dir)
@@ -89,6 +97,7 @@ class Agent:
             self.scheduler.add_check(name, spec.interval)
         self.scheduler.add_task("heartbeat", self.heartbeat, self.config.root.agent.heartbeat)
         self.scheduler.add_task("prune-history", self.prune_history, PRUNE_EVERY)
+        self.scheduler.add_task("policy", self._policy_tick, POLICY_EVERY)
         self.dispatcher.start()
         self.scheduler.start()
         logger.info("kanshi %s started: %d checks, %d channels, store %s", __version__,
@@ -122,6 +131,10 @@ class Agent:
             logger.critical("a notification worker has died: notices are not being sent; "
                             "restart kanshi")
         self.reserve.ensure()
+
+    def _policy_tick(self) -> None:
+        self.policy.tick()
+        self.dispatcher.wake()
 
     def prune_history(self) -> None:
         cutoff = self.clock.now() - timedelta(seconds=self.config.root.store.history)

@@ -15,7 +15,8 @@ import pytest
 STRICT = os.environ.get("KANSHI_CI_STRICT") == "1"
 
 # Fixtures for real peers, usable by every test module.
-pytest_plugins = ["tests.support.mounts", "tests.support.agents"]
+pytest_plugins = ["tests.support.mounts", "tests.support.agents", "tests.support.frozen",
+                  "tests.support.scripted"]
 
 
 @pytest.hookimpl(hookwrapper=True)

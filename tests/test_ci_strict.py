@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 pytest_plugins = ["pytester"]
 
-CONFTEST = (Path(__file__).parent / "conftest.py").read_text(encoding="utf-8").replace(
-    'pytest_plugins = ["tests.support.mounts"]', "")
+# The suite's own conftest, minus its fixture plugins (the temp project has none).
+CONFTEST = re.sub(r"^pytest_plugins = \[.*?\]$", "",
+                  (Path(__file__).parent / "conftest.py").read_text(encoding="utf-8"),
+                  flags=re.MULTILINE | re.DOTALL)
 
 TESTS = """
 import pytest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -18,14 +19,19 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
 
 
 def keys_in(model: type[BaseModel]) -> set[str]:
-    """Every option of ``model`` and of the models nested in it."""
+    """Every option of ``model`` and of the models nested in it (in lists and maps too)."""
     found: set[str] = set()
     for name, info in model.model_fields.items():
         found.add(info.alias or name)
-        annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            found |= keys_in(annotation)
+        for nested in models_in(info.annotation):
+            found |= keys_in(nested)
     return found
+
+
+def models_in(annotation: object) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in models_in(arg)]
 
 
 def all_models() -> list[type[BaseModel]]:

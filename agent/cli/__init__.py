@@ -59,6 +59,54 @@ def build_parser() -> argparse.ArgumentParser:
     inc_ack.add_argument("id", type=int)
     inc_ack.add_argument("--by", help="who acknowledges (default: your login name)")
     inc_ack.add_argument("--comment", default="", help="a note for the timeline")
+    inc_sev = inc_sub.add_parser("severity", help="raise or lower an incident's severity")
+    _config_option(inc_sev, on_action=True)
+    inc_sev.add_argument("id", type=int)
+    inc_sev.add_argument("--to", required=True, choices=["1", "A", "B", "C"])
+    inc_sev.add_argument("--reason", required=True, help="why (recorded on the timeline)")
+    inc_sev.add_argument("--by", help="who decides (default: your login name)")
+
+    maintenance = sub.add_parser("maintenance", help="maintenance windows: add, list, end")
+    _config_option(maintenance)
+    m_sub = maintenance.add_subparsers(dest="maintenance_command", required=True,
+                                       metavar="ACTION")
+    m_add = m_sub.add_parser("add", help="add a window (no notices, no automatic runbooks)")
+    _config_option(m_add, on_action=True)
+    m_add.add_argument("--target", action="append", required=True,
+                       help="check name or check/target glob (repeatable; * for all)")
+    m_add.add_argument("--from", dest="start", default="now",
+                       help="start: ISO date-time (agent time zone if no offset) or 'now'")
+    m_add.add_argument("--to", dest="end", help="end: ISO date-time")
+    m_add.add_argument("--for", dest="duration", help="or a duration such as 2h")
+    m_add.add_argument("--reason", required=True)
+    m_add.add_argument("--by", help="who (default: your login name)")
+    m_list = m_sub.add_parser("list", help="windows now and ahead (config and added)")
+    _config_option(m_list, on_action=True)
+    m_list.add_argument("--days", type=int, default=14, help="how far ahead (default 14)")
+    m_end = m_sub.add_parser("end", help="end an added window now")
+    _config_option(m_end, on_action=True)
+    m_end.add_argument("id", type=int)
+    m_end.add_argument("--by", help="who (default: your login name)")
+
+    report = sub.add_parser("report", help="failure, post-incident and monthly reports")
+    _config_option(report)
+    r_sub = report.add_subparsers(dest="report_command", required=True, metavar="KIND")
+    r_inc = r_sub.add_parser("incident", help="the failure report of an incident (or the "
+                                             "post-incident report once recovered)")
+    _config_option(r_inc, on_action=True)
+    r_inc.add_argument("id", type=int)
+    r_inc.add_argument("--kind", choices=["failure", "post_incident"], default=None,
+                       help="default: post_incident once recovered, failure before")
+    r_inc.add_argument("--lang", choices=["ja", "en"], default=None)
+    r_inc.add_argument("--format", choices=["md", "html"], default="md")
+    r_inc.add_argument("--send", action="store_true",
+                       help="deliver it to the customer channels (stops its clock when "
+                            "delivered)")
+    r_month = r_sub.add_parser("month", help="the monthly service report")
+    _config_option(r_month, on_action=True)
+    r_month.add_argument("month", help="YYYY-MM")
+    r_month.add_argument("--lang", choices=["ja", "en"], default=None)
+    r_month.add_argument("--format", choices=["md", "html"], default="md")
     return parser
 
 
@@ -91,6 +139,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         from agent.cli.status import status
         return status(args)
+    if args.command == "maintenance":
+        from agent.cli.maintenance import maintenance
+        return maintenance(args)
+    if args.command == "report":
+        from agent.cli.report import report
+        return report(args)
     from agent.cli.incidents import incidents
     return incidents(args)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 import sys
 import zoneinfo
 from datetime import datetime
@@ -57,6 +59,14 @@ def existing_store(config: Config, *, write: bool = False) -> Store:
         return open_store(config.state_dir, migrate=False, readonly=not write)
     except StoreError as exc:
         fail(str(exc), 1)
+
+
+def login_name() -> str:
+    """Who runs this command (for the timeline and the audit log)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid with no passwd entry (containers)
+        return f"uid {os.getuid()}"
 
 
 def local_time(config: Config, moment: datetime | None, with_date: bool = True) -> str:

@@ -1,26 +1,35 @@
-"""``kanshi incidents list | show ID | ack ID``."""
+"""``kanshi incidents list | show ID | ack ID | severity ID``."""
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.cli.common import ago, echo, existing_store, fail, load_or_exit, local_time
+from agent.cli.common import (
+    ago,
+    echo,
+    existing_store,
+    fail,
+    load_or_exit,
+    local_time,
+    login_name,
+)
 from agent.cli.table import table
 from agent.config import Config
+from agent.policy.clocks import ClockResult
+from agent.policy.contract import Contract
 from agent.store import Store
 from agent.store.incidents import Incident
 
 
 def incidents(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
-    store = existing_store(config, write=args.incidents_command == "ack")
+    store = existing_store(config, write=args.incidents_command in ("ack", "severity"))
     try:
-        action = {"list": _list, "show": _show, "ack": _ack}[args.incidents_command]
+        action = {"list": _list, "show": _show, "ack": _ack,
+                  "severity": _severity}[args.incidents_command]
         return action(args, config, store)
     finally:
         store.close()
@@ -48,8 +57,10 @@ def _show(args: argparse.Namespace, config: Config, store: Store) -> int:
     incident = _get(store, args.id)
     events = store.incidents.events(incident.id)
     notices = store.notifications.for_incident(incident.id)
+    clocks = Contract(config, store).clocks(incident, events, datetime.now(UTC))
     if args.json:
         echo(json.dumps({**_incident_json(incident),
+                         "clocks": [clock_json(c) for c in clocks],
                          "timeline": [{"at": e.at.isoformat(), "kind": e.kind,
                                        "status": e.status.name if e.status is not None else None,
                                        "message": e.message, "actor": e.actor, "data": e.data}
@@ -65,6 +76,8 @@ def _show(args: argparse.Namespace, config: Config, store: Store) -> int:
     echo(f"  opened:       {local_time(config, incident.opened_at)}")
     echo(f"  acknowledged: {incident.acknowledged_by or 'no'}")
     echo(f"  message:      {incident.message}")
+    echo("\nclocks:")
+    echo(clock_table(config, clocks))
     echo("\ntimeline:")
     echo(table(("AT", "EVENT", "STATUS", "BY", "DETAIL"),
                [(local_time(config, e.at), e.kind, e.status.name if e.status is not None else "",
@@ -79,7 +92,7 @@ def _show(args: argparse.Namespace, config: Config, store: Store) -> int:
 
 def _ack(args: argparse.Namespace, config: Config, store: Store) -> int:
     incident = _get(store, args.id)
-    who = args.by or _login_name()
+    who = args.by or login_name()
     if not incident.is_open:
         fail(f"incident #{incident.id} is already resolved; nothing to acknowledge", 1)
     now = datetime.now(UTC)
@@ -92,11 +105,45 @@ def _ack(args: argparse.Namespace, config: Config, store: Store) -> int:
     return 0
 
 
-def _login_name() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # a uid with no passwd entry (containers)
-        return f"uid {os.getuid()}"
+def _severity(args: argparse.Namespace, config: Config, store: Store) -> int:
+    incident = _get(store, args.id)
+    who = args.by or login_name()
+    if incident.severity == args.to:
+        fail(f"incident #{incident.id} already has severity {args.to}", 1)
+    now = datetime.now(UTC)
+    with store.db.tx():
+        store.incidents.add_event(incident.id, now, "severity_changed", actor=who,
+                                  message=args.reason,
+                                  data={"from": incident.severity, "to": args.to})
+        store.incidents.update(incident.id, severity=args.to)
+        store.audit.write(now, who, "incident.severity", f"incident/{incident.id}",
+                          {"from": incident.severity, "to": args.to, "reason": args.reason})
+    echo(f"incident #{incident.id}: severity {incident.severity} → {args.to} by {who}")
+    return 0
+
+
+def clock_table(config: Config, clocks: list[ClockResult]) -> str:
+    """Clocks as rows: name, state, each deadline, counted time, what was left out."""
+    rows = []
+    for c in clocks:
+        deadlines = ", ".join(f"{d.label} {local_time(config, d.due)} {d.state}"
+                              for d in c.deadlines) or "-"
+        left_out = "; ".join(f"{i.reason} {local_time(config, i.start, False)}–"
+                             f"{local_time(config, i.end, False)}" for i in c.excluded)
+        rows.append((c.name, c.state, deadlines, ago(c.elapsed.total_seconds()) if c.started
+                     else "-", left_out or "-"))
+    return table(("CLOCK", "STATE", "DEADLINES", "COUNTED", "EXCLUDED"), rows)
+
+
+def clock_json(c: ClockResult) -> dict[str, Any]:
+    return {"name": c.name, "state": c.state,
+            "started": c.started.isoformat() if c.started else None,
+            "stopped": c.stopped.isoformat() if c.stopped else None,
+            "counted_seconds": c.elapsed.total_seconds(),
+            "deadlines": [{"label": d.label, "due": d.due.isoformat(), "state": d.state}
+                          for d in c.deadlines],
+            "excluded": [{"start": i.start.isoformat(), "end": i.end.isoformat(),
+                          "reason": i.reason} for i in c.excluded]}
 
 
 def _get(store: Store, incident_id: int) -> Incident:

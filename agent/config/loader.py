@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,7 @@ class NotifierSpec:
     enabled: bool
     locale: str
     fallback: str | None
+    audience: str = "customer"
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ def _validate(path: Path, data: MarkedDict, issues: list[Issue]) -> Config | Non
     channels = {str(n.get("name")) for n in root.notifiers if isinstance(n, dict)}
     check_specs = list(_check_specs(root, data, issues, channels, root_dir))
     _check_fallbacks(notifier_specs, data, issues)
+    _check_contacts(root, data, issues, channels)
     state_dir = _absolute(root.agent.state_dir, root_dir)
     warnings = _warnings(path, check_specs, notifier_specs, data)
     return Config(path, root, tuple(check_specs), tuple(notifier_specs), state_dir,
@@ -224,7 +226,7 @@ def _check_specs(root: RootConfig, data: MarkedDict, issues: list[Issue],
             yield spec
 
 
-def _check_names_and_routes(entries: list[dict[str, Any]], data: MarkedDict,
+def _check_names_and_routes(entries: Sequence[dict[str, Any]], data: MarkedDict,
                             issues: list[Issue], channels: set[str]) -> None:
     """Duplicate names and unknown notifiers, checked on the raw entries so they are
     reported even when an entry has other errors."""
@@ -311,7 +313,7 @@ def _notifier_specs(root: RootConfig, data: MarkedDict, issues: list[Issue],
         config = _with_paths_from(cls.Config.model_validate(_subset(raw, cls.Config)),
                                   root_dir)
         yield NotifierSpec(entry.name, entry.type, cls, config, entry.enabled,
-                           entry.locale or root.agent.locale, entry.fallback)
+                           entry.locale or root.agent.locale, entry.fallback, entry.audience)
 
 
 def _check_fallbacks(specs: list[NotifierSpec], data: MarkedDict, issues: list[Issue]) -> None:
@@ -325,6 +327,23 @@ def _check_fallbacks(specs: list[NotifierSpec], data: MarkedDict, issues: list[I
         elif spec.fallback not in names:
             issues.append(issue_at(data, ("notifiers", i, "fallback"),
                                    unknown_name("notifier", spec.fallback, names)))
+
+
+def _check_contacts(root: RootConfig, data: MarkedDict, issues: list[Issue],
+                    channels: set[str]) -> None:
+    """Contacts name notifiers; escalation levels name contacts."""
+    people = {c.name for c in root.contacts}
+    for i, contact in enumerate(root.contacts):
+        for j, channel in enumerate(contact.notify):
+            if channel not in channels:
+                issues.append(issue_at(data, ("contacts", i, "notify", j),
+                                       unknown_name("notifier", channel, channels)))
+    for i, chain in enumerate(root.escalation):
+        for j, level in enumerate(chain.levels):
+            for k, name in enumerate(level.contacts):
+                if name not in people:
+                    issues.append(issue_at(data, ("escalation", i, "levels", j, "contacts", k),
+                                           unknown_name("contact", name, people)))
 
 
 def _plugin(registry: dict[str, str], raw: Any, data: MarkedDict, where: tuple[str, int],

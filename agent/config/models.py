@@ -11,30 +11,23 @@ from __future__ import annotations
 import socket
 import zoneinfo
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from agent.config.base import NAME_PATTERN, Locale, Model, Severity
+from agent.config.policy_models import (
+    BusinessHoursSettings,
+    ClocksSettings,
+    ContactSettings,
+    EscalationChain,
+    MaintenanceSettings,
+    PlanSettings,
+    SeverityTarget,
+    default_severities,
+)
 from checks.types import Duration
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$"
-
-
-def _severity(value: Any) -> Any:
-    # YAML reads `severity: 1` as an integer; Microsoft's scale names it "1".
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-#: Microsoft Unified Support severities (SPEC §5): 1 > A > B > C.
-Severity = Annotated[Literal["1", "A", "B", "C"], BeforeValidator(_severity)]
-Locale = Literal["en", "ja"]
-
-
-class Model(BaseModel):
-    """Base: unknown keys are errors, values are immutable after load."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class AgentSettings(Model):
@@ -109,14 +102,22 @@ class OutboxSettings(Model):
 
 
 class RootConfig(Model):
-    include: list[str] = []
+    include: tuple[str, ...] = ()
     agent: AgentSettings = AgentSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     store: StoreSettings = StoreSettings()
     defaults: CheckDefaults = CheckDefaults()
     outbox: OutboxSettings = OutboxSettings()
-    checks: list[dict[str, Any]] = []
-    notifiers: list[dict[str, Any]] = []
+    checks: tuple[dict[str, Any], ...] = ()
+    notifiers: tuple[dict[str, Any], ...] = ()
+    # The contract (agent/config/policy_models.py).
+    plan: PlanSettings = PlanSettings()
+    business_hours: BusinessHoursSettings = BusinessHoursSettings()
+    clocks: ClocksSettings = ClocksSettings()
+    severities: dict[Severity, SeverityTarget] = Field(default_factory=default_severities)
+    contacts: tuple[ContactSettings, ...] = ()
+    escalation: tuple[EscalationChain, ...] = ()
+    maintenance: tuple[MaintenanceSettings, ...] = ()
 
 
 class CheckEntry(Model):
@@ -143,3 +144,6 @@ class NotifierEntry(Model):
     enabled: bool = True
     locale: Locale | None = None
     fallback: str | None = None
+    #: a notice delivered to a "customer" channel stops the first-notice clock (SPEC §4)
+    audience: Literal["customer", "operators"] = "customer"
+

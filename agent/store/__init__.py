@@ -9,6 +9,7 @@ from agent.store.audit import AuditLog
 from agent.store.checks import CheckStore
 from agent.store.db import Database, StoreError
 from agent.store.incidents import IncidentStore
+from agent.store.maintenance import MaintenanceStore
 from agent.store.notifications import NotificationStore
 from agent.store.runs import AgentRuns
 
@@ -25,6 +26,7 @@ class Store:
     notifications: NotificationStore
     audit: AuditLog
     runs: AgentRuns
+    maintenance: MaintenanceStore
 
     def close(self) -> None:
         self.db.close()
@@ -43,7 +45,7 @@ def open_store(state_dir: Path, *, migrate: bool = True, readonly: bool = False)
         db.close()
         raise
     return Store(db, CheckStore(db), IncidentStore(db), NotificationStore(db), AuditLog(db),
-                 AgentRuns(db))
+                 AgentRuns(db), MaintenanceStore(db))
 
 
 __all__ = ["Store", "StoreError", "open_store"]

@@ -89,12 +89,14 @@ class IncidentStore:
             return int(cur.lastrowid or 0)
 
     def update(self, incident_id: int, *, status: Status | None = None,
-               message: str | None = None, flapping: bool | None = None) -> None:
+               message: str | None = None, flapping: bool | None = None,
+               severity: str | None = None) -> None:
         sets: list[str] = []
         values: list[Any] = []
         for column, value in (("status", None if status is None else int(status)),
                               ("message", message),
-                              ("flapping", None if flapping is None else int(flapping))):
+                              ("flapping", None if flapping is None else int(flapping)),
+                              ("severity", severity)):
             if value is not None:
                 sets.append(f"{column} = ?")
                 values.append(value)
@@ -118,6 +120,14 @@ class IncidentStore:
         with self.db.read() as conn:
             rows = conn.execute(f"{_SELECT}{where} ORDER BY i.opened_at DESC, i.id DESC LIMIT ?",
                                 (limit,)).fetchall()
+        return [_incident(r) for r in rows]
+
+    def overlapping(self, first: datetime, last: datetime) -> list[Incident]:
+        """Incidents open at some point in ``[first, last)``, oldest first."""
+        with self.db.read() as conn:
+            rows = conn.execute(f"{_SELECT} WHERE i.opened_at < ? AND (i.resolved_at IS NULL"
+                                " OR i.resolved_at >= ?) ORDER BY i.opened_at, i.id",
+                                (ts(last), ts(first))).fetchall()
         return [_incident(r) for r in rows]
 
     def events(self, incident_id: int) -> list[Event]:

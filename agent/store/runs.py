@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from agent.store.db import Database, parse_ts, ts
 
@@ -47,11 +48,26 @@ class AgentRuns:
         runs = self.recent(1)
         return runs[0] if runs else None
 
+    def between(self, first: datetime, last: datetime) -> list[AgentRun]:
+        """Runs alive at some point in ``[first, last]``, and the one just before."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT * FROM agent_runs WHERE started_at <= ? AND"
+                " COALESCE(stopped_at, last_seen_at) >= ? ORDER BY started_at",
+                (ts(last), ts(first))).fetchall()
+            before = conn.execute(
+                "SELECT * FROM agent_runs WHERE COALESCE(stopped_at, last_seen_at) < ?"
+                " ORDER BY started_at DESC LIMIT 1", (ts(first),)).fetchall()
+        return [_run(r) for r in [*before, *rows]]
+
     def recent(self, limit: int = 10) -> list[AgentRun]:
         with self.db.read() as conn:
             rows = conn.execute("SELECT * FROM agent_runs ORDER BY id DESC LIMIT ?",
                                 (limit,)).fetchall()
-        return [AgentRun(r["id"], r["host"], r["pid"], r["version"], parse_ts(r["started_at"]),
-                         parse_ts(r["last_seen_at"]),
-                         None if r["stopped_at"] is None else parse_ts(r["stopped_at"]))
-                for r in rows]
+        return [_run(r) for r in rows]
+
+
+def _run(r: Any) -> AgentRun:
+    return AgentRun(r["id"], r["host"], r["pid"], r["version"], parse_ts(r["started_at"]),
+                    parse_ts(r["last_seen_at"]),
+                    None if r["stopped_at"] is None else parse_ts(r["stopped_at"]))

@@ -113,4 +113,18 @@ V1 = (
         stopped_at   TEXT)""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (V1,)
+V2 = (
+    # Maintenance windows added from the CLI/API (config windows are not stored).
+    """CREATE TABLE maintenance_windows (
+        id         INTEGER PRIMARY KEY,
+        targets    TEXT NOT NULL,
+        starts_at  TEXT NOT NULL,
+        ends_at    TEXT NOT NULL,
+        reason     TEXT NOT NULL DEFAULT '',
+        created_by TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        ended_at   TEXT)""",
+    "CREATE INDEX maintenance_windows_by_time ON maintenance_windows (ends_at, starts_at)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (V1, V2)

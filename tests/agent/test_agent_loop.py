@@ -13,7 +13,7 @@ from agent.config import load_config
 from agent.service import Agent
 from checks.base import Result, Status
 from notifiers.base import NotifierError
-from tests.support.scripted import RecordingNotifier, Script, scripted  # noqa: F401
+from tests.support.scripted import RecordingNotifier, Script
 
 OK, W, C, U = Status.OK, Status.WARNING, Status.CRITICAL, Status.UNKNOWN
 
@@ -34,7 +34,7 @@ checks:
 
 
 @pytest.fixture
-def make_agent(tmp_path: Path, scripted: dict[str, Script]) -> Iterator[Callable[..., Agent]]:  # noqa: F811
+def make_agent(tmp_path: Path, scripted: dict[str, Script]) -> Iterator[Callable[..., Agent]]:
     agents: list[Agent] = []
     clock = FrozenClock()
 
@@ -67,7 +67,7 @@ def sent() -> list[str]:
 
 
 def test_an_incident_opens_after_three_failures_and_is_notified_once(
-        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:
     scripted["web"] = Script({"a": C})
     agent = make_agent()
     intervals = [step(agent) for _ in range(5)]
@@ -80,7 +80,7 @@ def test_an_incident_opens_after_three_failures_and_is_notified_once(
 
 
 def test_a_blip_shorter_than_the_confirmation_never_alerts(
-        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:
     scripted["web"] = Script({"a": C}, {"a": C}, {"a": OK})
     agent = make_agent()
     for _ in range(6):
@@ -90,7 +90,7 @@ def test_a_blip_shorter_than_the_confirmation_never_alerts(
 
 
 def test_recovery_is_confirmed_and_its_notice_carries_the_outage(
-        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:
     scripted["web"] = Script({"a": C}, {"a": C}, {"a": C}, {"a": C}, {"a": OK})
     agent = make_agent()
     for _ in range(7):
@@ -106,7 +106,7 @@ def test_recovery_is_confirmed_and_its_notice_carries_the_outage(
 
 
 def test_warning_to_critical_is_one_incident_with_a_change_notice(
-        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:
     scripted["web"] = Script({"a": W}, {"a": W}, {"a": W}, {"a": C})
     agent = make_agent()
     for _ in range(7):
@@ -117,7 +117,7 @@ def test_warning_to_critical_is_one_incident_with_a_change_notice(
 
 
 def test_each_target_has_its_own_incident(
-        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:
     scripted["web"] = Script({"a": C, "b": OK, "c": W})
     agent = make_agent()
     for _ in range(3):
@@ -127,7 +127,7 @@ def test_each_target_has_its_own_incident(
 
 
 def test_flapping_is_damped_into_one_notice_that_says_so(
-        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:
     flappy = CHECK.replace("max_attempts: 3", "max_attempts: 1") + \
         "    flapping: {window: 11, high: 50, low: 20}\n"
     runs = [{"a": s} for s in [C, OK] * 8] + [{"a": OK}]
@@ -150,7 +150,7 @@ def test_flapping_is_damped_into_one_notice_that_says_so(
 
 
 def test_a_check_that_crashes_is_unknown_and_recovers_when_it_answers(
-        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:
     def boom() -> list[Result]:
         raise RuntimeError("device not ready")
 
@@ -166,7 +166,7 @@ def test_a_check_that_crashes_is_unknown_and_recovers_when_it_answers(
 
 
 def test_a_target_the_check_stops_reporting_closes_its_incident(
-        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:
     scripted["web"] = Script({"a": C, "b": OK}, {"a": C, "b": OK}, {"a": C, "b": OK},
                              {"b": OK})
     agent = make_agent()
@@ -178,7 +178,7 @@ def test_a_target_the_check_stops_reporting_closes_its_incident(
 
 
 def test_state_and_incidents_survive_a_restart_without_a_second_notice(
-        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:
     scripted["web"] = Script({"a": C})
     first = make_agent()
     for _ in range(3):
@@ -192,7 +192,7 @@ def test_state_and_incidents_survive_a_restart_without_a_second_notice(
 
 
 def test_notices_are_rendered_in_japanese_when_asked(
-        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:
     scripted["web"] = Script({"a": C}, {"a": C}, {"a": C}, {"a": OK})
     agent = make_agent(locale="ja")
     for _ in range(7):
@@ -205,7 +205,7 @@ def test_notices_are_rendered_in_japanese_when_asked(
 
 
 def test_a_checks_private_memory_is_kept_across_restarts(
-        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:
     first = make_agent()
 
     def remember() -> list[Result]:
@@ -230,7 +230,7 @@ outbox: {retry_initial: 1m, retry_max: 1m, fallback_after: 5m}
 
 
 def test_a_fallback_never_repeats_what_the_channel_already_got(
-        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:
     # The check notifies both channels; mail is down throughout.
     scripted["web"] = Script({"a": C}, {"a": C}, {"a": C}, {"a": OK})
     RecordingNotifier.failures["mail"] = NotifierError("connection refused")
@@ -241,7 +241,7 @@ def test_a_fallback_never_repeats_what_the_channel_already_got(
 
 
 def test_a_fallback_copy_of_a_problem_never_follows_its_recovery(
-        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:
     scripted["web"] = Script({"a": C}, {"a": C}, {"a": C}, {"a": OK})
     RecordingNotifier.failures["mail"] = NotifierError("connection refused")
     agent = make_agent(CHECK + "    notify: [mail]\n", channels=FALLBACK)
@@ -251,7 +251,7 @@ def test_a_fallback_copy_of_a_problem_never_follows_its_recovery(
 
 
 def test_a_template_error_still_sends_the_notice_unformatted(
-        make_agent: Callable[..., Agent], scripted: dict[str, Script],  # noqa: F811
+        make_agent: Callable[..., Agent], scripted: dict[str, Script],
         monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(fields: object, locale: str) -> tuple[str, str]:
         raise RuntimeError("template bug")
@@ -268,7 +268,7 @@ def test_a_template_error_still_sends_the_notice_unformatted(
 
 
 def test_when_flapping_settles_ok_the_outage_is_never_negative(
-        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:
     flappy = CHECK.replace("max_attempts: 3", "max_attempts: 2") + \
         "    flapping: {window: 9, high: 40, low: 15}\n"
     runs = [{"a": s} for s in [OK, C] * 6] + [{"a": OK}]
@@ -287,7 +287,7 @@ def test_when_flapping_settles_ok_the_outage_is_never_negative(
 
 
 def test_a_check_removed_from_the_config_closes_its_incidents_with_a_notice(
-        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:
     scripted["web"] = Script({"a": C})
     first = make_agent()
     for _ in range(3):
@@ -306,7 +306,7 @@ def test_a_check_removed_from_the_config_closes_its_incidents_with_a_notice(
 
 
 def test_a_check_that_returns_nothing_is_unknown_not_all_clear(
-        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:  # noqa: F811
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:
     scripted["web"] = Script({"a": C}, {"a": C}, {"a": C}, dict)
     agent = make_agent()
     for _ in range(6):

@@ -17,7 +17,7 @@ from agent.clock import FrozenClock
 from agent.config import load_config
 from agent.service import Agent
 from checks.base import Result, Status
-from tests.support.scripted import Script, scripted  # noqa: F401
+from tests.support.scripted import Script
 
 OK, W, C, U = Status.OK, Status.WARNING, Status.CRITICAL, Status.UNKNOWN
 
@@ -47,7 +47,7 @@ checks:
     pytest.param(U, C, 2, id="critical-beats-unknown-2"),
 ])
 def test_check_all_exits_with_the_nagios_code_of_the_worst_result(
-        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str],  # noqa: F811
+        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str],
         web: Status, db: Status, code: int) -> None:
     scripted.update(web=Script({"w1": web}), db=Script({"d1": db}), spare=Script({"o": C}))
     path = write_config(tmp_path, TWO_CHECKS)
@@ -59,7 +59,7 @@ def test_check_all_exits_with_the_nagios_code_of_the_worst_result(
 
 
 def test_check_by_name_runs_only_that_check_even_if_disabled(
-        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:
     scripted.update(web=Script({"w1": OK}), db=Script({"d1": C}), spare=Script({"o": W}))
     path = write_config(tmp_path, TWO_CHECKS)
     assert main(["check", "spare", "-c", str(path), "--json"]) == 1
@@ -68,7 +68,7 @@ def test_check_by_name_runs_only_that_check_even_if_disabled(
 
 
 def test_check_of_an_unknown_name_says_what_exists(
-        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:
     path = write_config(tmp_path, TWO_CHECKS)
     with pytest.raises(SystemExit) as exited:
         main(["check", "nope", "-c", str(path)])
@@ -77,7 +77,7 @@ def test_check_of_an_unknown_name_says_what_exists(
 
 
 def test_check_does_not_touch_the_agents_state(
-        tmp_path: Path, scripted: dict[str, Script]) -> None:  # noqa: F811
+        tmp_path: Path, scripted: dict[str, Script]) -> None:
     scripted.update(web=Script({"w1": C}), db=Script({"d1": C}), spare=Script({"o": C}))
     path = write_config(tmp_path, TWO_CHECKS)
     main(["check", "--all", "-c", str(path)])
@@ -85,7 +85,7 @@ def test_check_does_not_touch_the_agents_state(
 
 
 def test_a_check_that_crashes_is_unknown_in_the_table(
-        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:
     def boom() -> list[Result]:
         raise OSError(5, "Input/output error")
 
@@ -96,7 +96,7 @@ def test_a_check_that_crashes_is_unknown_in_the_table(
         capsys.readouterr().out
 
 
-def populate(tmp_path: Path, scripted: dict[str, Script]) -> Path:  # noqa: F811
+def populate(tmp_path: Path, scripted: dict[str, Script]) -> Path:
     """A store with one open incident and one resolved, as a stopped agent leaves it."""
     scripted.update(web=Script({"w1": C}), db=Script({"d1": C}, {"d1": C}, {"d1": C},
                                                      {"d1": OK}))
@@ -114,7 +114,7 @@ def populate(tmp_path: Path, scripted: dict[str, Script]) -> Path:  # noqa: F811
 
 
 def test_incidents_list_shows_open_incidents_and_all_with_all(
-        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:
     path = populate(tmp_path, scripted)
     assert main(["incidents", "-c", str(path), "list"]) == 0
     rows = capsys.readouterr().out.splitlines()
@@ -127,7 +127,7 @@ def test_incidents_list_shows_open_incidents_and_all_with_all(
 
 
 def test_incidents_show_prints_the_timeline_and_notices(
-        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:
     path = populate(tmp_path, scripted)
     assert main(["incidents", "-c", str(path), "show", "2"]) == 0
     out = capsys.readouterr().out
@@ -140,7 +140,7 @@ def test_incidents_show_prints_the_timeline_and_notices(
 
 
 def test_incidents_ack_records_who_on_the_timeline_and_in_the_audit_log(
-        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:
     path = populate(tmp_path, scripted)
     assert main(["incidents", "-c", str(path), "ack", "1", "--by", "tanaka",
                  "--comment", "looking"]) == 0
@@ -158,7 +158,7 @@ def test_incidents_ack_records_who_on_the_timeline_and_in_the_audit_log(
 
 
 def test_status_reports_a_stopped_agent_and_the_latest_results(
-        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:
     path = populate(tmp_path, scripted)
     assert main(["status", "-c", str(path)]) == 1, "exit 1: the agent is not running"
     out = capsys.readouterr().out
@@ -180,7 +180,7 @@ def test_status_without_any_state_says_the_agent_never_ran(tmp_path: Path) -> No
 
 
 def test_the_config_option_works_after_the_action_too(
-        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:
     path = populate(tmp_path, scripted)
     assert main(["incidents", "show", "2", "-c", str(path)]) == 0
     out = capsys.readouterr().out
@@ -189,7 +189,7 @@ def test_the_config_option_works_after_the_action_too(
 
 
 def test_reading_commands_never_write_the_store(
-        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:
     path = populate(tmp_path, scripted)
     db = tmp_path / "state" / "kanshi.db"
     before = db.read_bytes()
@@ -201,7 +201,7 @@ def test_reading_commands_never_write_the_store(
 
 
 def test_a_store_from_a_newer_kanshi_is_refused_with_a_message(
-        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:
     path = populate(tmp_path, scripted)
     with sqlite3.connect(tmp_path / "state" / "kanshi.db") as conn:
         conn.execute("INSERT INTO schema_migrations VALUES (99, 'later')")
@@ -212,7 +212,7 @@ def test_a_store_from_a_newer_kanshi_is_refused_with_a_message(
 
 
 def test_a_file_that_is_not_a_kanshi_store_is_refused_with_a_message(
-        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:
     path = write_config(tmp_path, "checks: []\n")
     (tmp_path / "state").mkdir()
     with sqlite3.connect(tmp_path / "state" / "kanshi.db") as conn:
@@ -224,7 +224,7 @@ def test_a_file_that_is_not_a_kanshi_store_is_refused_with_a_message(
 
 
 def test_check_all_with_nothing_enabled_is_unknown(
-        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+        tmp_path: Path, scripted: dict[str, Script], capsys: pytest.CaptureFixture[str]) -> None:
     path = write_config(tmp_path, "checks: [{name: a, type: scripted, script: a, "
                                   "enabled: false}]\n")
     with pytest.raises(SystemExit) as exited:

@@ -280,8 +280,9 @@ def test_a_secret_written_in_the_file_is_never_echoed_either(tmp_path: Path, ent
                  "bomb?)", id="alias-bomb"),
     pytest.param("x: " + "[" * 150 + "]" * 150 + "\n", "nested more than 100 levels deep",
                  id="deep-nesting"),
-    pytest.param('"x[1]": 1\n', "x[1]: unknown key 'x[1]' (allowed here: agent, checks, "
-                 "defaults, include, notifiers, outbox, scheduler, store)",
+    pytest.param('"x[1]": 1\n', "x[1]: unknown key 'x[1]' (allowed here: agent, "
+                 "business_hours, checks, clocks, contacts, defaults, escalation, include, "
+                 "maintenance, notifiers, outbox, plan, scheduler, severities, store)",
                  id="brackets-in-a-key"),
     pytest.param("defaults: {flapping: {high: 25, low: 75}}\n",
                  "defaults.flapping: expected low (75) below high (25)", id="flapping-inverted"),
@@ -345,3 +346,37 @@ def test_an_empty_config_loads_with_warnings(tmp_path: Path) -> None:
     assert [w.message for w in load_config(path, environ={}).warnings] == [
         "no check is enabled: the agent will watch nothing",
         "no notification channel is enabled: problems will only be logged"]
+
+
+def test_contacts_and_escalation_names_are_checked(tmp_path: Path) -> None:
+    path = write(tmp_path, "k.yaml", """
+        notifiers: [{name: mail, type: terminal}]
+        contacts:
+          - {name: tanaka, notify: [mial]}
+        escalation:
+          - levels: [{contacts: [tanka], repeat: 10m}, {contacts: [tanaka]}]
+    """)
+    assert [p.split(": ", 1)[1] for p in problems(path)] == [
+        "contacts[0].notify[0]: unknown notifier 'mial' — did you mean 'mail'?",
+        "escalation[0].levels[0].contacts[0]: unknown contact 'tanka' — did you mean "
+        "'tanaka'?"]
+
+
+def test_an_escalation_level_that_cannot_be_left_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "k.yaml", """
+        notifiers: [{name: mail, type: terminal}]
+        contacts: [{name: tanaka, notify: [mail]}]
+        escalation:
+          - levels: [{contacts: [tanaka]}, {contacts: [tanaka]}]
+    """)
+    assert [p.split(": ", 1)[1] for p in problems(path)] == [
+        "escalation[0]: expected repeat on every level but the last (it says when to go to "
+        "the next level)"]
+
+
+@pytest.mark.parametrize("profile", sorted(
+    p.name for p in (REPO_CONFIG.parent / "profiles").glob("*.yaml")))
+def test_every_provider_profile_loads(tmp_path: Path, profile: str) -> None:
+    path = write(tmp_path, "k.yaml", f"include: [{REPO_CONFIG.parent}/profiles/{profile}]\n")
+    config = load_config(path, environ={})
+    assert config.root.plan.name or profile == "host-baseline.yaml"

@@ -15,12 +15,12 @@ from agent.config import load_config
 from agent.service import Agent
 from checks.base import Status
 from notifiers.base import NotifierError
-from tests.support.scripted import RecordingNotifier, Script, scripted  # noqa: F401
+from tests.support.scripted import RecordingNotifier, Script
 from tests.support.wait import wait_for
 
 
 @pytest.fixture
-def make_agent(tmp_path: Path, scripted: dict[str, Script]) -> Iterator[Callable[[], Agent]]:  # noqa: F811
+def make_agent(tmp_path: Path, scripted: dict[str, Script]) -> Iterator[Callable[[], Agent]]:
     path = tmp_path / "kanshi.yaml"
     path.write_text(textwrap.dedent("""
         agent: {name: host1, state_dir: state}

@@ -15,11 +15,11 @@ from agent.service import Agent
 from agent.store.db import ts
 from checks.base import Status
 from notifiers.base import NotifierError
-from tests.support.scripted import RecordingNotifier, Script, scripted  # noqa: F401
+from tests.support.scripted import RecordingNotifier, Script
 
 
 @pytest.fixture
-def agent(tmp_path: Path, scripted: dict[str, Script]) -> Iterator[Agent]:  # noqa: F811
+def agent(tmp_path: Path, scripted: dict[str, Script]) -> Iterator[Agent]:
     path = tmp_path / "kanshi.yaml"
     path.write_text(textwrap.dedent("""
         agent: {name: host1, state_dir: state}

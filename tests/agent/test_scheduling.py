@@ -12,7 +12,7 @@ from agent.runner import CheckRunner
 from agent.scheduler import CheckScheduler, first_delay
 from checks.base import CheckContext, Result, Status
 from tests.support.agents import StartAgent
-from tests.support.scripted import Script, ScriptedCheck, scripted  # noqa: F401
+from tests.support.scripted import Script, ScriptedCheck
 from tests.support.wait import wait_for
 
 
@@ -22,7 +22,7 @@ def scripted_check(name: str, timeout: float) -> ScriptedCheck:
 
 
 def test_a_check_that_hangs_becomes_unknown_after_its_timeout(
-        scripted: dict[str, Script]) -> None:  # noqa: F811
+        scripted: dict[str, Script]) -> None:
     release = threading.Event()
     scripted["hang"] = Script(lambda: [release.wait(30), Result(Status.OK, "late")][1:])
     runner = CheckRunner(SystemClock())
@@ -35,7 +35,7 @@ def test_a_check_that_hangs_becomes_unknown_after_its_timeout(
 
 
 def test_while_a_run_is_stuck_no_second_run_is_started(
-        scripted: dict[str, Script]) -> None:  # noqa: F811
+        scripted: dict[str, Script]) -> None:
     release = threading.Event()
     script = scripted["hang"] = Script(lambda: [release.wait(30), Result(Status.OK, "back")][1:])
     runner, check = CheckRunner(SystemClock()), scripted_check("hang", 0.2)
@@ -79,7 +79,7 @@ notifiers: [{name: pager, type: recording}]
 
 
 def test_a_hung_check_never_delays_the_others(
-        start_agent: StartAgent, scripted: dict[str, Script]) -> None:  # noqa: F811
+        start_agent: StartAgent, scripted: dict[str, Script]) -> None:
     release = threading.Event()
     hang = scripted["hang"] = Script(lambda: [release.wait(60), Result(Status.OK, "x")][1:])
     fast = scripted["fast"] = Script({"t": Status.OK})
@@ -100,7 +100,7 @@ def test_a_hung_check_never_delays_the_others(
 
 
 def test_a_failing_check_is_retried_at_the_retry_interval(
-        start_agent: StartAgent, scripted: dict[str, Script]) -> None:  # noqa: F811
+        start_agent: StartAgent, scripted: dict[str, Script]) -> None:
     script = scripted["web"] = Script({"a": Status.CRITICAL})
     agent = start_agent(HEADER + textwrap.dedent("""
         checks:

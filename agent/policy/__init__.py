@@ -1,0 +1,1 @@
+"""Incident policy: business calendar, SLO/SLA clocks, escalation, maintenance windows."""

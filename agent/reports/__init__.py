@@ -1,0 +1,1 @@
+"""Reports generated from incident timelines: failure, post-incident, monthly."""
