@@ -294,3 +294,20 @@ def test_an_operator_can_change_the_severity_and_the_clocks_follow(
     agent.store.incidents.update(1, severity="A")
     assert clocks_of(agent)["first_response"].deadlines[0].label == "severity A"
     assert clocks_of(agent)["first_response"].deadlines[0].due == jst(2026, 11, 16, 11, 0)
+
+
+def test_a_clock_that_starts_at_the_next_business_time(
+        frozen_agent: MakeAgent, scripted: dict[str, Script]) -> None:
+    # OZ MODE: requests outside business hours (weekdays 9:30–18:30) count from the
+    # next business day.
+    scripted["web"] = Script({"a": C})
+    agent = frozen_agent(BASE + """
+business_hours: {start: "09:30", end: "18:30"}
+clocks:
+  failure_report: {slo: 1h, sla: 3h, basis: business, starts: next_business_time}
+""", jst(2026, 11, 21, 3, 0))   # Saturday night; Monday 11/23 is a holiday
+    minute(agent, "web")
+    failure = clocks_of(agent)["failure_report"]
+    assert failure.started == jst(2026, 11, 24, 9, 30)
+    assert [d.due for d in failure.deadlines] == [jst(2026, 11, 24, 10, 30),
+                                                 jst(2026, 11, 24, 12, 30)]
