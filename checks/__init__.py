@@ -8,4 +8,6 @@ REGISTRY: dict[str, str] = {
     "ping": "checks.ping:PingCheck",
     "disk": "checks.disk:DiskCheck",
     "inode": "checks.disk:InodeCheck",
+    "plugin": "checks.plugin:PluginCheck",
+    "metric_plugin": "checks.metricplugin:MetricPluginCheck",
 }
