@@ -20,4 +20,12 @@ REGISTRY: dict[str, str] = {
     "memory": "checks.resources:MemoryCheck",
     "load": "checks.resources:LoadCheck",
     "network": "checks.resources:NetworkCheck",
+    "tcp": "checks.tcp:TcpCheck",
+    "http": "checks.http:HttpCheck",
+    "ftp": "checks.ftp:FtpCheck",
+    "smtp": "checks.smtp:SmtpCheck",
+    "pop3": "checks.mailbox:Pop3Check",
+    "imap": "checks.mailbox:ImapCheck",
+    "logfile": "checks.logfile:LogfileCheck",
+    "syslog": "checks.syslog:SyslogCheck",
 }

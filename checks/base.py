@@ -146,6 +146,12 @@ class Check(ABC):
         """The least time a run of ``config`` needs; the loader refuses a shorter timeout."""
         return 0.0
 
+    @classmethod
+    def schedule_warning(cls, config: CheckConfig, confirm_seconds: float) -> str | None:
+        """Advice when a problem of ``config`` could not survive the ``confirm_seconds``
+        the agent takes to confirm it (max_attempts × retry_interval)."""
+        return None
+
     @abstractmethod
     def run(self) -> Result | list[Result]:
         """Measure and judge; return one result per target."""

@@ -183,6 +183,10 @@ def _warnings(path: Path, checks: list[CheckSpec], channels: list[NotifierSpec],
             if name not in enabled and enabled:
                 yield issue_at(data, ("checks", i, "notify", j),
                                f"notifier '{name}' is disabled: these notices are dropped")
+        advice = check.cls.schedule_warning(check.config,
+                                            (check.max_attempts - 1) * check.retry_interval)
+        if advice:
+            yield issue_at(data, ("checks", i), advice)
         if check.enabled and enabled and not enabled & set(check.notify):
             yield issue_at(data, ("checks", i), "none of this check's notifiers is enabled: "
                                                 "its problems will only be logged")

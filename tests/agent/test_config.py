@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import checks
 from agent.config import ConfigError, load_config
 from agent.paths import REPO_CONFIG
 from checks.disk import DiskCheck
@@ -96,8 +97,8 @@ def test_every_error_is_reported_at_once_with_file_line_and_path(tmp_path: Path)
                  "checks[0].name: expected letters, digits and . _ @ - (starting with a "
                  "letter or digit), got \"a b\"", id="name"),
     pytest.param("checks: [{name: a}]",
-                 "checks[0]: required key missing: type (one of disk, inode, ping)",
-                 id="no-type"),
+                 "checks[0]: required key missing: type (one of " + ", ".join(sorted(
+                     checks.REGISTRY)) + ")", id="no-type"),
     pytest.param("checks: [{name: a, type: disk}, {name: a, type: inode}]",
                  "checks[1].name: duplicate check name 'a'", id="duplicate-name"),
     pytest.param("checks: [{name: a, type: disk, notify: [mial]}]\n"
@@ -380,3 +381,16 @@ def test_every_provider_profile_loads(tmp_path: Path, profile: str) -> None:
     path = write(tmp_path, "k.yaml", f"include: [{REPO_CONFIG.parent}/profiles/{profile}]\n")
     config = load_config(path, environ={})
     assert config.root.plan.name or profile == "host-baseline.yaml"
+
+
+def test_a_log_hold_shorter_than_the_confirmation_is_warned_about(tmp_path: Path) -> None:
+    path = write(tmp_path, "k.yaml", """
+        notifiers: [{name: t, type: terminal}]
+        checks:
+          - {name: app, type: logfile, paths: [/var/log/app.log], patterns: [ERROR],
+             hold: 1m, max_attempts: 3, retry_interval: 1m}
+    """)
+    (warning,) = load_config(path, environ={}).warnings
+    assert warning.path == "checks[0]"
+    assert warning.message.startswith("hold (60 s) is shorter than confirming a problem takes "
+                                      "(120 s")
