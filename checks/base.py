@@ -133,6 +133,9 @@ class Check(ABC):
     #: Defaults for scheduling when the config says nothing (SPEC §1 where it says).
     default_interval: ClassVar[float] = 600.0
     default_timeout: ClassVar[float] = 30.0
+    #: Results in a row that confirm a change, when the config does not say (None: the
+    #: agent's default). 1 for reports that are already confirmed (e.g. AWS Health).
+    default_max_attempts: ClassVar[int | None] = None
 
     def __init__(self, name: str, config: CheckConfig, *, timeout: float,
                  context: CheckContext) -> None:

@@ -287,7 +287,8 @@ def _resolve_check(entry: CheckEntry, cls: type[Check], config: CheckConfig,
     notify = tuple(entry.notify) if entry.notify is not None else tuple(
         str(n.get("name")) for n in root.notifiers if n.get("enabled", True))
     return CheckSpec(entry.name, entry.type, cls, config, entry.enabled, interval, timeout,
-                     retry, entry.max_attempts or d.max_attempts, entry.severity or d.severity,
+                     retry, entry.max_attempts or cls.default_max_attempts or d.max_attempts,
+                     entry.severity or d.severity,
                      notify, entry.flapping or d.flapping, entry.description)
 
 
