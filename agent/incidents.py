@@ -12,6 +12,7 @@ result, so incident, timeline and outbox change together or not at all.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -33,11 +34,15 @@ FOLLOW_UPS = frozenset({"recovery", "flapping_stop", "vanished", "reminder", "es
 
 class IncidentManager:
     def __init__(self, store: Store, outbox: Outbox, host: str,
-                 maintenance: MaintenanceSchedule | None = None) -> None:
+                 maintenance: MaintenanceSchedule | None = None,
+                 specs: Mapping[str, CheckSpec] | None = None) -> None:
         self.store = store
         self.outbox = outbox
         self.host = host
         self.maintenance = maintenance
+        self.specs = specs
+        #: called (inside the transaction) when an incident opens: starts its runbook
+        self.on_opened: Callable[[CheckSpec, Incident, datetime], None] | None = None
 
     def apply(self, spec: CheckSpec, result: Result, step: Step) -> bool:
         """Record what ``step`` means for incidents; True if a notice was queued."""
@@ -64,6 +69,30 @@ class IncidentManager:
         self._notify(spec, incident, "vanished", Status.OK, incident.status, message, at,
                      event, outage=(at - incident.opened_at).total_seconds())
         return True
+
+    def resolve_by_runbook(self, incident: Incident, at: datetime, outcome: str,
+                           run_id: int) -> None:
+        """A runbook verified the recovery: the incident is resolved now, and the check
+        starts again from a confirmed OK (a new failure is confirmed afresh)."""
+        with self.store.db.tx():
+            self.store.incidents.add_event(incident.id, at, "recovered", status=Status.OK,
+                                           message=outcome, actor=f"runbook run #{run_id}")
+            event = self.store.incidents.add_event(incident.id, at, "closed",
+                                                   message="recovery verified by the runbook")
+            self.store.incidents.resolve(incident.id, at)
+            self.store.checks.settle(incident.check, incident.target, at)
+            if not self._suppressed(incident, "recovery", at):
+                fields = self._fields(incident, "recovery", Status.OK, incident.status,
+                                      outcome, at,
+                                      outage=(at - incident.opened_at).total_seconds())
+                self.outbox.enqueue(fields, self._routes(incident), event_id=event)
+        logger.info("incident #%d resolved by runbook run #%d", incident.id, run_id)
+
+    def _routes(self, incident: Incident) -> list[str]:
+        spec = self.specs.get(incident.check) if self.specs else None
+        if spec is not None:
+            return list(spec.notify)
+        return [n for n, s in self.outbox.channels.items() if s.enabled]
 
     def close_orphan(self, incident: Incident, at: datetime, reason: str) -> None:
         """Close an incident whose check is gone, telling every enabled channel."""
@@ -107,6 +136,8 @@ class IncidentManager:
                        result.target, t.new.name, result.message)
         self._notify(spec, incident, "problem", t.new, t.old, result.message, t.confirmed_at,
                      event)
+        if self.on_opened is not None:
+            self.on_opened(spec, incident, t.confirmed_at)
         return True
 
     def _recovered(self, spec: CheckSpec, result: Result, incident: Incident,

@@ -23,6 +23,8 @@ from agent.outbox import Outbox
 from agent.policy.contract import Contract
 from agent.policy.watch import PolicyWatch
 from agent.reserve import SpaceReserve
+from agent.runbook_library import RunbookLibrary
+from agent.runbook_service import RunbookService
 from agent.runner import CheckRunner
 from agent.scheduler import CheckScheduler
 from agent.secrets import Redactor
@@ -49,7 +51,7 @@ class Agent:
     """Wires config, store, checks, incidents and the outbox together."""
 
     def __init__(self, config: Config, *, clock: Clock | None = None,
-                 store: Store | None = None) -> None:
+                 store: Store | None = None, library: RunbookLibrary | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.redactor = Redactor(config.secrets())
@@ -68,7 +70,11 @@ class Agent:
                                      self.outbox, scrub=self.redactor)
         self.contract = Contract(config, self.store)
         self.incidents = IncidentManager(self.store, self.outbox, config.root.agent.name,
-                                         self.contract.maintenance)
+                                         self.contract.maintenance, self.specs)
+        self.runbooks = RunbookService(config, self.store, self.contract, self.incidents,
+                                       self.specs, self.clock, self.redactor,
+                                       library=library)
+        self.incidents.on_opened = self.runbooks.on_incident_opened
         self.policy = PolicyWatch(config, self.contract, self.store, self.incidents, self.specs,
                                   self.clock)
         self.emergency = EmergencyNotices(self.notifiers, channels, config.root.agent.name)
@@ -99,6 +105,7 @@ class Agent:
         self.scheduler.add_task("prune-history", self.prune_history, PRUNE_EVERY)
         self.scheduler.add_task("policy", self._policy_tick, POLICY_EVERY)
         self.dispatcher.start()
+        self.runbooks.start()
         self.scheduler.start()
         logger.info("kanshi %s started: %d checks, %d channels, store %s", __version__,
                     len(self.specs), len(self.notifiers), self.store.db.path)
@@ -109,6 +116,7 @@ class Agent:
             return
         self._stopped.set()
         _attempt("stopping the scheduler", lambda: self.scheduler.shutdown(wait=True))
+        _attempt("stopping runbooks", self.runbooks.stop)
         senders_done = self.dispatcher.stop()
         for check in self.checks.values():
             _attempt(f"closing check {check.name}", check.close)

@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     m_end.add_argument("id", type=int)
     m_end.add_argument("--by", help="who (default: your login name)")
 
+    from agent.cli.runbook import add_parser as add_runbook_parser
+
+    add_runbook_parser(sub, _config_option)
+
     report = sub.add_parser("report", help="failure, post-incident and monthly reports")
     _config_option(report)
     r_sub = report.add_subparsers(dest="report_command", required=True, metavar="KIND")
@@ -142,6 +146,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "maintenance":
         from agent.cli.maintenance import maintenance
         return maintenance(args)
+    if args.command == "runbook":
+        from agent.cli.runbook import runbook
+        return runbook(args)
     if args.command == "report":
         from agent.cli.report import report
         return report(args)

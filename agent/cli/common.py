@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from agent.config import Config, ConfigError, load_config
+from agent.config.loader import unknown_name
 from agent.paths import default_config
+from agent.runbook_library import RunbookLibrary
 from agent.store import DB_NAME, Store, StoreError, open_store
 
 
@@ -40,6 +42,27 @@ def load_or_exit(given: str | None, code: int = 2) -> Config:
             echo(str(issue), err=True)
         count = len(exc.issues)
         fail(f"{path}: {count} problem{'s' if count != 1 else ''} in the config", code)
+
+
+def load_library_or_exit(config: Config, code: int = 2) -> RunbookLibrary:
+    """The config's runbooks (shipped and the customer's), checked against the checks
+    that start them; every problem on stderr and exit ``code``."""
+    try:
+        library = RunbookLibrary.load(config.root.runbooks.directories)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            echo(str(issue), err=True)
+        fail(f"{len(exc.issues)} problem(s) in the runbooks", code)
+    problems = []
+    for check in config.checks:
+        if check.runbook is not None and check.runbook.name not in library.books:
+            problems.append(f"{config.path}: check {check.name}: "
+                            + unknown_name("runbook", check.runbook.name, set(library.books)))
+    for problem in problems:
+        echo(problem, err=True)
+    if problems:
+        fail(f"{len(problems)} problem(s) with the checks' runbooks", code)
+    return library
 
 
 def existing_store(config: Config, *, write: bool = False) -> Store:

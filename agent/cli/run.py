@@ -9,7 +9,7 @@ import signal
 from types import FrameType
 
 from agent import __version__
-from agent.cli.common import echo, fail, load_or_exit
+from agent.cli.common import echo, fail, load_library_or_exit, load_or_exit
 from agent.config import Config
 from agent.lock import AlreadyRunning
 from agent.logs import setup_logging
@@ -23,8 +23,9 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, Redactor(config.secrets()))
     for warning in config.warnings:
         logging.getLogger("agent.config").warning("%s", warning)
+    library = load_library_or_exit(config)
     try:
-        agent = Agent(config)
+        agent = Agent(config, library=library)
     except StoreError as exc:
         fail(str(exc), 1)
     _banner(config)

@@ -20,6 +20,7 @@ from agent.config.models import (
     FlappingSettings,
     NotifierEntry,
     RootConfig,
+    RunbookRef,
 )
 from agent.config.source import Issue, MarkedDict, MarkedList, load_file
 from agent.plugins import load_plugin
@@ -53,6 +54,7 @@ class CheckSpec:
     notify: tuple[str, ...]
     flapping: FlappingSettings
     description: str
+    runbook: RunbookRef | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,9 @@ def _validate(path: Path, data: MarkedDict, issues: list[Issue]) -> Config | Non
     _check_fallbacks(notifier_specs, data, issues)
     _check_contacts(root, data, issues, channels)
     state_dir = _absolute(root.agent.state_dir, root_dir)
+    if root.runbooks.directories:
+        root = root.model_copy(update={"runbooks": root.runbooks.model_copy(update={
+            "directories": tuple(_absolute(d, root_dir) for d in root.runbooks.directories)})})
     warnings = _warnings(path, check_specs, notifier_specs, data)
     return Config(path, root, tuple(check_specs), tuple(notifier_specs), state_dir,
                   tuple(warnings))
@@ -289,7 +294,7 @@ def _resolve_check(entry: CheckEntry, cls: type[Check], config: CheckConfig,
     return CheckSpec(entry.name, entry.type, cls, config, entry.enabled, interval, timeout,
                      retry, entry.max_attempts or cls.default_max_attempts or d.max_attempts,
                      entry.severity or d.severity,
-                     notify, entry.flapping or d.flapping, entry.description)
+                     notify, entry.flapping or d.flapping, entry.description, entry.runbook)
 
 
 def _at_most_interval(interval: float, value: float) -> str:

@@ -101,6 +101,19 @@ class OutboxSettings(Model):
         return self
 
 
+class RunbookSettings(Model):
+    """Where runbooks come from and how they run."""
+
+    directories: tuple[Path, ...] = ()   # customer procedures (NTT customization option)
+    concurrency: int = Field(4, ge=1, le=64)
+    #: outside business hours an automatic run waits this long for the emergency contact
+    emergency_ack_timeout: Duration = 1800.0
+    #: how service.* actions run: "{action}" and "{service}" are filled in per word
+    service_manager: tuple[str, ...] = ("systemctl", "{action}", "{service}")
+    #: operations on request start from this business day after the request (NTT 別紙5)
+    earliest_business_days: int = Field(3, ge=0, le=30)
+
+
 class RootConfig(Model):
     include: tuple[str, ...] = ()
     agent: AgentSettings = AgentSettings()
@@ -118,6 +131,16 @@ class RootConfig(Model):
     contacts: tuple[ContactSettings, ...] = ()
     escalation: tuple[EscalationChain, ...] = ()
     maintenance: tuple[MaintenanceSettings, ...] = ()
+    runbooks: RunbookSettings = RunbookSettings()
+
+
+class RunbookRef(Model):
+    """The runbook an incident of a check starts (``target``/``params`` are templates:
+    ``{{ check }}``, ``{{ target }}`` — the incident's — and ``{{ host }}``)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+    target: str = "{{ host }}"
+    params: dict[str, Any] = Field(default_factory=dict)
 
 
 class CheckEntry(Model):
@@ -134,6 +157,7 @@ class CheckEntry(Model):
     severity: Severity | None = None
     notify: list[str] | None = None
     flapping: FlappingSettings | None = None
+    runbook: RunbookRef | None = None     # runs when an incident of this check opens
 
 
 class NotifierEntry(Model):

@@ -11,6 +11,7 @@ from agent.store.db import Database, StoreError
 from agent.store.incidents import IncidentStore
 from agent.store.maintenance import MaintenanceStore
 from agent.store.notifications import NotificationStore
+from agent.store.runbooks import RunbookStore
 from agent.store.runs import AgentRuns
 
 DB_NAME = "kanshi.db"
@@ -27,6 +28,7 @@ class Store:
     audit: AuditLog
     runs: AgentRuns
     maintenance: MaintenanceStore
+    runbooks: RunbookStore
 
     def close(self) -> None:
         self.db.close()
@@ -45,7 +47,7 @@ def open_store(state_dir: Path, *, migrate: bool = True, readonly: bool = False)
         db.close()
         raise
     return Store(db, CheckStore(db), IncidentStore(db), NotificationStore(db), AuditLog(db),
-                 AgentRuns(db), MaintenanceStore(db))
+                 AgentRuns(db), MaintenanceStore(db), RunbookStore(db))
 
 
 __all__ = ["Store", "StoreError", "open_store"]

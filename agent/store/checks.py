@@ -65,6 +65,13 @@ class CheckStore:
                  None if state.pending_since is None else ts(state.pending_since),
                  state.history, int(state.flapping)))
 
+    def settle(self, check: str, target: str, at: datetime) -> None:
+        """Mark (check, target) confirmed OK since ``at`` (its recovery was verified)."""
+        with self.db.tx() as conn:
+            conn.execute("UPDATE check_state SET hard_status = 0, hard_since = ?,"
+                         " pending_status = NULL, pending_count = 0, pending_since = NULL"
+                         " WHERE check_name = ? AND target = ?", (ts(at), check, target))
+
     def forget(self, check: str, target: str | None = None) -> None:
         """Drop the state of one target, or of every target of ``check``."""
         with self.db.tx() as conn:

@@ -127,4 +127,57 @@ V2 = (
     "CREATE INDEX maintenance_windows_by_time ON maintenance_windows (ends_at, starts_at)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (V1, V2)
+V3 = (
+    # Runbook runs: automatic (an incident), manual (an operator, now or at a time).
+    # A run is executed by its owner (an agent or a `kanshi runbook run`), which beats
+    # `heartbeat_at`; a run whose owner died is resumed or marked interrupted.
+    """CREATE TABLE runbook_runs (
+        id            INTEGER PRIMARY KEY,
+        runbook       TEXT NOT NULL,
+        target        TEXT NOT NULL,
+        params        TEXT NOT NULL DEFAULT '{}',
+        trigger       TEXT NOT NULL,
+        incident_id   INTEGER REFERENCES incidents (id),
+        requested_by  TEXT NOT NULL DEFAULT '',
+        dry_run       INTEGER NOT NULL DEFAULT 0,
+        state         TEXT NOT NULL,
+        level         INTEGER NOT NULL DEFAULT 0,
+        scheduled_for TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        started_at    TEXT,
+        ended_at      TEXT,
+        owner         TEXT,
+        heartbeat_at  TEXT,
+        cancel        INTEGER NOT NULL DEFAULT 0,
+        outcome       TEXT NOT NULL DEFAULT '',
+        parent_id     INTEGER REFERENCES runbook_runs (id))""",
+    "CREATE INDEX runbook_runs_due ON runbook_runs (state, scheduled_for)",
+    """CREATE TABLE runbook_steps (
+        id          INTEGER PRIMARY KEY,
+        run_id      INTEGER NOT NULL REFERENCES runbook_runs (id),
+        level       INTEGER NOT NULL,
+        step        TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        attempt     INTEGER NOT NULL DEFAULT 1,
+        state       TEXT NOT NULL,
+        started_at  TEXT NOT NULL,
+        ended_at    TEXT,
+        inputs      TEXT NOT NULL DEFAULT '{}',
+        outputs     TEXT NOT NULL DEFAULT '{}',
+        changed     INTEGER NOT NULL DEFAULT 0,
+        summary     TEXT NOT NULL DEFAULT '',
+        error       TEXT,
+        budget_key  TEXT,
+        resumable   INTEGER NOT NULL DEFAULT 0,
+        approval_by TEXT,
+        approval    TEXT)""",
+    "CREATE INDEX runbook_steps_by_run ON runbook_steps (run_id, id)",
+    "CREATE INDEX runbook_steps_budget ON runbook_steps (budget_key, started_at)",
+    # One runbook per target at a time, across agents, CLIs and restarts.
+    """CREATE TABLE runbook_locks (
+        target      TEXT PRIMARY KEY,
+        run_id      INTEGER NOT NULL REFERENCES runbook_runs (id),
+        acquired_at TEXT NOT NULL)""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (V1, V2, V3)
