@@ -9,4 +9,8 @@ REGISTRY: dict[str, str] = {
     "file": "notifiers.file:FileNotifier",
     "email": "notifiers.email:EmailNotifier",
     "webhook": "notifiers.webhook:WebhookNotifier",
+    "slack": "notifiers.slack:SlackNotifier",
+    "sns": "notifiers.sns:SnsNotifier",
+    "pagerduty": "notifiers.pagerduty:PagerDutyNotifier",
+    "alertmanager": "notifiers.alertmanager:AlertmanagerNotifier",
 }

@@ -6,16 +6,16 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from notifiers.base import Alert, NotifierError
+from notifiers.base import NotifierError
 from notifiers.http import HttpStatusError
 from notifiers.webhook import WebhookConfig, WebhookNotifier
-from tests.support.http_server import HttpServer, LoopbackTLS, RawTcpServer, Reply, free_port
+from tests.support.http_server import HttpServer, LoopbackTLS, Reply
+from tests.support.notifiers import Peers, make_alert
 
 # Webhook URLs are bearer tokens; none of these may ever show up in an error or log.
 PATH_TOKEN = "T0KEN-in-the-path"
@@ -24,18 +24,6 @@ HEADER_TOKEN = "HEADER-api-key-s3cret"
 PASSWORD = "BASIC-pa55word"
 SECRETS = (PATH_TOKEN, QUERY_TOKEN, HEADER_TOKEN, PASSWORD)
 TARGET = f"/hooks/{PATH_TOKEN}?sig={QUERY_TOKEN}"
-
-
-def make_alert(**changes: Any) -> Alert:
-    fields: dict[str, Any] = {
-        "kind": "problem", "notification_id": 42, "incident_id": 7,
-        "dedup_key": "disk:web01:/", "host": "kanshi01", "check": "disk", "target": "web01:/",
-        "status": "CRITICAL", "previous_status": "OK", "severity": "critical",
-        "message": "95% used", "detected_at": "2024-05-01T01:02:03+00:00",
-        "at": "2024-05-01T01:04:03+00:00", "outage_seconds": None, "locale": "ja",
-        "subject": "【障害】web01: CRITICAL", "body": "ディスク使用率 95%",
-    }
-    return Alert(**{**fields, **changes})
 
 
 def make_notifier(base_url: str, **options: Any) -> WebhookNotifier:
@@ -60,34 +48,6 @@ def everything_said(err: BaseException, notifier: WebhookNotifier,
     logs = [r.getMessage() for r in caplog.records if not r.name.startswith("tests.")]
     return "\n".join([str(err), repr(err), "".join(traceback.format_exception(err)),
                       repr(notifier), repr(notifier.config), str(notifier.config), *logs])
-
-
-class Peers:
-    """Starts whichever kind of peer a failure-mode case needs; stops them all."""
-
-    def __init__(self) -> None:
-        self._stack = ExitStack()
-
-    def http(self, *replies: Reply, tls: LoopbackTLS | None = None) -> str:
-        server = self._stack.enter_context(HttpServer(tls=tls))
-        server.respond(*replies)
-        return server.url
-
-    def raw(self, reply: bytes) -> str:
-        return self._stack.enter_context(RawTcpServer(reply)).url
-
-    def nobody(self) -> str:
-        return f"http://127.0.0.1:{free_port()}"
-
-    def close(self) -> None:
-        self._stack.close()
-
-
-@pytest.fixture
-def peers() -> Iterator[Peers]:
-    peers = Peers()
-    yield peers
-    peers.close()
 
 
 @pytest.fixture
