@@ -4,19 +4,31 @@ SPEC §1 (SkyArch): PostgreSQL / MySQL liveness is an option checked every 10
 minutes, a failure starting the port-failure levels; Gold adds "database size
 ≥ 90 % → contact the customer". One run opens one connection and reports:
 
-- target ``""`` (the check as a whole): the server accepted the login and
-  answered ``SELECT 1`` — metrics ``connect_seconds``, ``query_seconds``.
-  When it cannot connect, this CRITICAL is the run's only result, so the other
-  targets keep their last state (a server that is down has not shrunk).
+- ``connection``: the server accepted the login and answered ``SELECT 1`` —
+  metrics ``connect_seconds``, ``query_seconds``.
 - ``size`` (with ``capacity``): bytes used against the capacity, judged in %.
 - ``replication`` (with ``replication`` thresholds): lag behind the primary.
 - one target per configured query, named by its ``name``.
 
-Every statement runs in a read-only transaction under a server-side statement
-timeout (``statement_timeout``); the connection waits at most the check's
-timeout. Driver modules (:mod:`checks.postgres`, :mod:`checks.mysql`) turn
-their exceptions into :class:`DatabaseError` with a :class:`Problem` kind, so
-the messages here read the same for both servers.
+Every configured target is reported on every run: when the server cannot be
+reached (or fails ``SELECT 1``) ``connection`` is CRITICAL and the others are
+UNKNOWN "not measured", so their incidents are neither closed as vanished nor
+left as they were without a word. Target ``""`` (the check as a whole) is left
+to the agent, for a run that failed as a whole (here: no driver installed).
+
+A run ends within the check's timeout, whatever the server does:
+
+- each statement runs in a read-only transaction under a server-side limit of
+  ``statement_timeout`` or what is left of the run (less a small reserve for
+  the answer to come back), whichever is less; a target the run had no time
+  left for is UNKNOWN "not measured";
+- a :class:`~checks.dialogue.Watchdog` shuts the connection down at the
+  deadline, so a server that stops answering mid-statement (drivers set no
+  client-side limit once logged in) is CRITICAL "stopped answering".
+
+Driver modules (:mod:`checks.postgres`, :mod:`checks.mysql`) turn their
+exceptions into :class:`DatabaseError` with a :class:`Problem` kind, so the
+messages here read the same for both servers.
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_v
 from pydantic_core import PydanticCustomError
 
 from checks.base import Check, CheckConfig, Result, Status
+from checks.dialogue import Watchdog
 from checks.types import (
     Duration,
     DurationThresholds,
@@ -90,8 +103,10 @@ Port = Annotated[int, BeforeValidator(_port)]
 TlsMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
 _TLS_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+#: The target of the login and ``SELECT 1``.
+CONNECTION = "connection"
 #: Targets the check itself reports; a query may not take their names.
-RESERVED_TARGETS = ("size", "replication")
+RESERVED_TARGETS = (CONNECTION, "size", "replication")
 
 
 class QueryConfig(CheckConfig):
@@ -108,7 +123,8 @@ class QueryConfig(CheckConfig):
             raise expected_error("a lower-case name such as stuck_jobs (letters, digits, _)",
                                  value)
         if value in RESERVED_TARGETS:
-            raise expected_error(f"a name other than {' or '.join(RESERVED_TARGETS)}", value)
+            raise expected_error(f"a name other than {', '.join(RESERVED_TARGETS[:-1])} or "
+                                 f"{RESERVED_TARGETS[-1]}", value)
         return value
 
 
@@ -211,8 +227,38 @@ class Replica:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class Budget:
+    """The time one run may spend, on ``time.monotonic()``."""
+
+    deadline: float
+    statement_timeout: float
+    #: Kept back from the last statement, for its answer (or error) to come back.
+    reserve: float
+
+    @classmethod
+    def of(cls, timeout: float, statement_timeout: float) -> Budget:
+        return cls(time.monotonic() + timeout, statement_timeout, min(0.5, 0.05 * timeout))
+
+    def left(self) -> float:
+        """Seconds until the deadline."""
+        return self.deadline - time.monotonic()
+
+    def statement_limit(self) -> float:
+        """The server-side limit for the next statement (at least 1 ms)."""
+        return max(0.001, min(self.statement_timeout, self.left() - self.reserve))
+
+    def exhausted(self) -> bool:
+        """Too little time left to start another statement: less than the reserve."""
+        return self.left() - self.reserve < self.reserve
+
+
 class Session(Protocol):
-    """An open, read-only connection; every method raises :class:`DatabaseError`."""
+    """An open, read-only connection; every method raises :class:`DatabaseError`.
+
+    Each statement gets :meth:`Budget.statement_limit` of the budget it was opened
+    with as its server-side limit.
+    """
 
     version: str  # e.g. "PostgreSQL 15.18", "MariaDB 10.11.18"
 
@@ -246,63 +292,108 @@ class DatabaseCheck(Check):
         return config.statement_timeout
 
     @abstractmethod
-    def open(self) -> Session:
-        """Connect read-only; raise :class:`DatabaseError` or :class:`DriverMissing`."""
+    def open(self, budget: Budget, watchdog: Watchdog) -> Session:
+        """Connect read-only within ``budget``, handing ``watchdog`` the connection's
+        socket; raise :class:`DatabaseError` or :class:`DriverMissing`."""
 
     def run(self) -> list[Result]:
+        budget = Budget.of(self.timeout, self.config.statement_timeout)
+        with Watchdog(budget.deadline) as watchdog:
+            return self._run(budget, watchdog)
+
+    def _run(self, budget: Budget, watchdog: Watchdog) -> list[Result]:
         started = time.monotonic()
         try:
-            session = self.open()
+            session = self.open(budget, watchdog)
         except DriverMissing as exc:
             return [Result(Status.UNKNOWN, self._driver_missing(exc))]
         except DatabaseError as exc:
-            return [Result(Status.CRITICAL, self.connect_failure(exc))]
+            if watchdog.fired:  # cut at the deadline: the server never finished the login
+                exc = DatabaseError(Problem.TIMEOUT, exc.detail)
+            down = Result(Status.CRITICAL, self.connect_failure(exc), CONNECTION)
+            return [down, *self._not_measured(f"cannot connect to {self.where()}")]
         try:
-            return self._measure(session, time.monotonic() - started)
+            return self._measure(session, time.monotonic() - started, budget, watchdog)
         finally:
             session.close()
 
-    def _measure(self, session: Session, connect_seconds: float) -> list[Result]:
-        live = self._liveness(session, connect_seconds)
-        if live.status is not Status.OK:
-            return [live]  # SELECT 1 failed: the rest would only repeat it
+    def _measure(self, session: Session, connect_seconds: float, budget: Budget,
+                 watchdog: Watchdog) -> list[Result]:
+        live = self._liveness(session, connect_seconds, watchdog)
+        if live.status is not Status.OK:  # the rest would only repeat it
+            return [live, *self._not_measured(f"{self.where()} failed SELECT 1")]
         results = [live]
-        config = self.config
-        if config.capacity is not None:
-            results.append(self._aspect("size", partial(self._size, session, config.capacity)))
-        if config.replication is not None:
-            results.append(self._aspect("replication", lambda: self._replication(session)))
-        for query in config.queries:
-            results.append(self._aspect(query.name, partial(self._query, session, query)))
+        for target, measure in self._aspects(session):
+            if budget.exhausted():
+                results.append(Result(Status.UNKNOWN, f"{target} not measured: the check's "
+                                      f"timeout ({self.timeout:g} s) ran out before it; "
+                                      "raise `timeout`", target))
+            else:
+                results.append(self._aspect(target, measure, budget, watchdog))
         return results
+
+    def _aspects(self, session: Session) -> list[tuple[str, Callable[[], Result]]]:
+        """What to measure after ``SELECT 1``: (target, measurement), as configured."""
+        measures: dict[str, Callable[[], Result]] = {
+            "size": partial(self._size, session),
+            "replication": partial(self._replication, session),
+            **{q.name: partial(self._query, session, q) for q in self.config.queries}}
+        return [(target, measures[target]) for target in self._targets()]
+
+    def _not_measured(self, why: str) -> list[Result]:
+        """UNKNOWN for every configured target but ``connection``: their incidents stay
+        open (a server that is down has not shrunk), and none is taken as gone."""
+        return [Result(Status.UNKNOWN, f"{target} not measured: {why}", target)
+                for target in self._targets()]
+
+    def _targets(self) -> list[str]:
+        """The configured targets besides ``connection``, in the order they are measured."""
+        config = self.config
+        return [*(["size"] if config.capacity is not None else []),
+                *(["replication"] if config.replication is not None else []),
+                *(q.name for q in config.queries)]
 
     # -- the parts of a run ----------------------------------------------------------
 
-    def _liveness(self, session: Session, connect_seconds: float) -> Result:
+    def _liveness(self, session: Session, connect_seconds: float,
+                  watchdog: Watchdog) -> Result:
         started = time.monotonic()
         try:
             session.ping()
         except DatabaseError as exc:
+            what = "SELECT 1"
+            why = _stopped(what, self) if watchdog.fired else _failed(what, exc, self)
             return Result(Status.CRITICAL, self.context.scrub(
-                f"{self.where()} accepted the login but {_failed('SELECT 1', exc, self)}"))
+                f"{self.where()} accepted the login but {why}"), CONNECTION)
         query_seconds = time.monotonic() - started
         text = (f"{session.version} at {self.location()} answers: database "
                 f"{self._database_text()} as {self.config.user}, connect "
                 f"{_ms(connect_seconds)}, SELECT 1 {_ms(query_seconds)}")
-        return Result(Status.OK, text, "",
+        return Result(Status.OK, text, CONNECTION,
                       {"connect_seconds": connect_seconds, "query_seconds": query_seconds})
 
-    def _aspect(self, target: str, measure: Callable[[], Result]) -> Result:
+    def _aspect(self, target: str, measure: Callable[[], Result], budget: Budget,
+                watchdog: Watchdog) -> Result:
         """``measure()``, or the status its failure deserves."""
         what = "the size query" if target == "size" else \
             "the replication query" if target == "replication" else f"query {target}"
+        limit = budget.statement_limit()
         try:
             return measure()
         except DatabaseError as exc:
+            if watchdog.fired:
+                return Result(Status.CRITICAL, self.context.scrub(_stopped(what, self)), target)
+            if exc.problem is Problem.STATEMENT_TIMEOUT and limit < budget.statement_timeout:
+                text = (f"{what} did not finish in the {limit:.3g} s left of the check's "
+                        f"timeout ({self.timeout:g} s): the server is overloaded or blocked; "
+                        "raise `timeout` if it is just slow")
+                return Result(Status.CRITICAL, text, target)
             return Result(_aspect_status(exc.problem),
                           self.context.scrub(_failed(what, exc, self)), target)
 
-    def _size(self, session: Session, capacity: int) -> Result:
+    def _size(self, session: Session) -> Result:
+        capacity = self.config.capacity
+        assert capacity is not None
         used = session.size_bytes(self.config.size_of)
         percent = 100.0 * used / capacity
         status = self.config.size.judge(percent)
@@ -394,6 +485,13 @@ class DatabaseCheck(Check):
         if password is not None and len(password.get_secret_value()) >= 3:
             text = text.replace(password.get_secret_value(), "********")
         return text
+
+
+def _stopped(what: str, check: DatabaseCheck) -> str:
+    """The server went silent: the watchdog cut the connection at the deadline."""
+    return (f"the server stopped answering during {what}: no answer within the check's "
+            f"timeout ({check.timeout:g} s), the connection was cut; the server is hung "
+            "(frozen, swapping, stuck on storage) or the network dropped")
 
 
 def _failed(what: str, exc: DatabaseError, check: DatabaseCheck) -> str:

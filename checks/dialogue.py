@@ -23,12 +23,16 @@ the sum, which ``response_time`` judges; ``certificate_expires_in_seconds``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import socket
 import ssl
+import threading
 import time
 from abc import abstractmethod
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -44,7 +48,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from checks.base import Check, CheckConfig, Result, Status, worst
+from checks.base import Check, CheckConfig, CheckContext, Result, Status, worst
 from checks.types import DurationThresholds, OptionalDuration, expected_error, parse_duration
 
 logger = logging.getLogger(__name__)
@@ -266,16 +270,127 @@ def connect_failure(exc: OSError, host: str, port: int, timeout: float) -> Failu
     return Failure(f"cannot connect: {exc.strerror or exc}")
 
 
+# -- connecting under a deadline --------------------------------------------------------
+
+#: ``socket.getaddrinfo``'s answer: (family, type, proto, canonname, sockaddr) tuples.
+Addresses = Sequence[tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]]
+#: Resolves a host name and port into the addresses to try, in order.
+Resolver = Callable[[str, int], Addresses]
+
+
+def resolve_tcp(host: str, port: int) -> Addresses:
+    """The TCP addresses of ``host`` in the system's order (``getaddrinfo``, no timeout:
+    the C library offers none; /etc/resolv.conf's ``timeout``/``attempts`` bound it)."""
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+def open_connection(host: str, port: int, deadline: float, *,
+                    clock: Callable[[], float] = time.monotonic,
+                    resolve: Resolver = resolve_tcp) -> socket.socket:
+    """A TCP connection to the first address of ``host`` that accepts before ``deadline``
+    (on ``clock``), the socket left in blocking mode with a timeout.
+
+    ``socket.create_connection`` gives every address the whole timeout, so a name with
+    an IPv6 and an IPv4 address that are both down took twice the check's timeout;
+    here each address gets only what is left. Raises ``TimeoutError`` when the deadline
+    passed, else the last address's error (``socket.gaierror`` if none resolved).
+    """
+    error: OSError | None = None
+    for family, kind, proto, _, address in resolve(host, port):
+        left = deadline - clock()
+        if left <= 0:
+            break
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(left)
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    if error is None or deadline - clock() <= 0:
+        raise TimeoutError("timed out") from error
+    raise error
+
+
+class Watchdog:
+    """Shuts sockets down at a deadline, so a call blocked on one returns at once.
+
+    Socket timeouts bound each operation, not a run: a server that trickles bytes,
+    or stops answering in the middle of a statement inside a driver that sets no
+    timeout, holds the caller as long as it likes. At the deadline every watched
+    socket is shut down, which wakes a blocked read with an end of file; the caller
+    then asks :attr:`fired` to tell that from a peer that hung up. A duplicate of
+    each socket is kept, so the shutdown reaches it after TLS has wrapped it or a
+    driver has taken it over, and never hits a reused descriptor.
+    """
+
+    def __init__(self, deadline: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.deadline = deadline
+        self._clock = clock
+        self._fired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    @property
+    def fired(self) -> bool:
+        """Whether the deadline passed and the sockets were shut down."""
+        with self._lock:
+            return self._fired
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut ``sock`` down at the deadline (at once if it has passed)."""
+        self._add(sock.dup())
+
+    def watch_fd(self, fd: int) -> None:
+        """Like :meth:`watch`, for a socket a C library holds (e.g. libpq's)."""
+        self._add(socket.socket(fileno=os.dup(fd)))
+
+    def _add(self, copy: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(copy)
+            if self._fired:
+                _shut(copy)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._fired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def __enter__(self) -> Watchdog:
+        self._timer = threading.Timer(max(0.0, self.deadline - self._clock()), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed by the peer or by its owner
+        sock.shutdown(socket.SHUT_RDWR)
+
+
 # -- the session ----------------------------------------------------------------------
 
 
 class Dialogue:
     """One client session with a line protocol server, under one deadline."""
 
-    def __init__(self, host: str, port: int, *, timeout: float) -> None:
+    def __init__(self, host: str, port: int, *, timeout: float,
+                 resolve: Resolver = resolve_tcp) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.resolve = resolve
         self.connect_seconds: float | None = None
         self.not_after: datetime | None = None
         self._sock: socket.socket | None = None
@@ -296,9 +411,10 @@ class Dialogue:
 
     def connect(self, tls: ssl.SSLContext | None = None) -> None:
         """TCP connect, then the TLS handshake when ``tls`` is given (implicit TLS)."""
+        self._left("connecting")
         try:
-            self._sock = socket.create_connection((self.host, self.port),
-                                                  timeout=self._left("connecting"))
+            self._sock = open_connection(self.host, self.port, self._deadline,
+                                         clock=time.perf_counter, resolve=self.resolve)
         except OSError as exc:
             raise connect_failure(exc, self.host, self.port, self.timeout) from exc
         if tls is not None:
@@ -499,6 +615,11 @@ class DialogueCheck(Check):
     default_interval: ClassVar[float] = 600.0  # SPEC §1: service ports every 10 min
     default_timeout: ClassVar[float] = 10.0    # monitoring-plugins check_tcp & co.
 
+    def __init__(self, name: str, config: CheckConfig, *, timeout: float,
+                 context: CheckContext, resolve: Resolver = resolve_tcp) -> None:
+        super().__init__(name, config, timeout=timeout, context=context)
+        self.resolve = resolve
+
     @abstractmethod
     def converse(self, talk: Dialogue) -> list[str]:
         """Greet, log in, …; return notes for the message or raise :class:`Failure`."""
@@ -506,7 +627,7 @@ class DialogueCheck(Check):
     def run(self) -> Result:
         config: DialogueConfig = self.config  # type: ignore[assignment]
         target = label(config.host, config.port)
-        talk = Dialogue(config.host, config.port, timeout=self.timeout)
+        talk = Dialogue(config.host, config.port, timeout=self.timeout, resolve=self.resolve)
         try:
             talk.connect(self._implicit_tls())
             notes = self.converse(talk)

@@ -89,8 +89,11 @@ class FileCountCheck(Check):
     def run(self) -> Result:
         config = self.config
         target = str(config.path)
-        if not config.path.is_dir():
-            return Result(Status.UNKNOWN, _not_a_directory(config.path), target)
+        try:
+            if not config.path.is_dir():
+                return Result(Status.UNKNOWN, _not_a_directory(config.path), target)
+        except OSError as exc:  # e.g. a parent directory kanshi's user may not enter
+            return Result(Status.UNKNOWN, _unreachable(config.path, exc), target)
         limit = min(config.time_limit, self.timeout)
         try:
             walk = count_files(config.path, recursive=config.recursive,
@@ -202,6 +205,14 @@ def _breach(status: Status, thresholds: Thresholds, what: str, form: str) -> str
     limit = {Status.CRITICAL: thresholds.critical, Status.WARNING: thresholds.warning}
     value = limit.get(status)
     return "" if value is None else f" ≥ {status.name.lower()} {form.format(value)} {what}"
+
+
+def _unreachable(path: Path, exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    if isinstance(exc, PermissionError):
+        return (f"cannot reach {path}: {reason} (give the user kanshi runs as access to "
+                "it and to every directory above it)")
+    return f"cannot reach {path}: {reason}"
 
 
 def _not_a_directory(path: Path) -> str:

@@ -3,7 +3,10 @@
 One check watches one URL, which is also the result's ``target``. A run is one
 request with a fresh session (no connection reuse across runs, no proxy or
 ``.netrc`` from the environment), so its time is comparable with
-``curl -w '%{time_total}'``. The status is the worst of:
+``curl -w '%{time_total}'``. The check's ``timeout`` bounds the whole request —
+each address of the host, the TLS handshake, headers and body — not each socket
+read as requests' own ``timeout`` does (:class:`Run`); only the name lookup is the
+system resolver's to bound. The status is the worst of:
 
 - the HTTP status against ``expected_status`` (default 200–399; a redirect is
   followed only with ``follow_redirects``, then the last answer counts);
@@ -11,7 +14,8 @@ request with a fresh session (no connection reuse across runs, no proxy or
 - ``total_seconds`` against ``response_time``;
 - for https, the certificate's time left against ``certificate_expiry``.
 
-A refused, silent or wrong-speaking server is CRITICAL with the reason.
+A refused, silent or wrong-speaking server is CRITICAL with the reason. Messages
+are scrubbed of the config's secrets: a page or a Location may echo a token.
 Metrics: ``connect_seconds`` (TCP connect plus, for https, the TLS handshake, of
 the first connection), ``response_seconds`` (the rest), ``total_seconds``,
 ``status_code``, ``redirects``, ``certificate_expires_in_seconds``.
@@ -34,17 +38,21 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, FilePath, model_validator
 from pydantic_core import PydanticCustomError
 
-from checks.base import Check, CheckConfig, Result, Status, worst
+from checks.base import Check, CheckConfig, CheckContext, Result, Scrubber, Status, worst
 from checks.dialogue import (
     DEFAULT_CERTIFICATE_EXPIRY,
     DEFAULT_RESPONSE_TIME,
     ExpiryThresholds,
     Failure,
     Line,
+    Resolver,
     SecretLine,
+    Watchdog,
     certificate_not_after,
     judge_certificate,
+    open_connection,
     quote,
+    resolve_tcp,
     timing,
 )
 from checks.types import DurationThresholds, expected_error
@@ -165,21 +173,76 @@ class Connection:
     not_after: datetime | None
 
 
-#: The connections opened by the current run, in order (set around each request).
-_CONNECTIONS: contextvars.ContextVar[list[Connection] | None] = contextvars.ContextVar(
-    "kanshi_http_connections", default=None)
+class Run:
+    """One request under one deadline: its connections, and a :class:`Watchdog`.
+
+    requests' ``timeout`` bounds each socket operation, not the request: a server
+    that trickles its headers or body a byte at a time, or a TLS handshake that
+    crawls, would hold a run for as long as it likes. The watchdog shuts the run's
+    sockets down at the deadline, which wakes whatever read is blocked on them.
+    """
+
+    def __init__(self, timeout: float, resolve: Resolver) -> None:
+        self.watchdog = Watchdog(time.monotonic() + timeout)
+        self.resolve = resolve
+        self.connections: list[Connection] = []
+        #: What the run is waiting for, as a timeout message names it.
+        self.phase = "connecting"
+
+    @property
+    def deadline(self) -> float:
+        return self.watchdog.deadline
+
+    @property
+    def fired(self) -> bool:
+        return self.watchdog.fired
+
+    def __enter__(self) -> Run:
+        self.watchdog.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.watchdog.__exit__(*exc)
+
+
+#: The current run (set around each request; pools build connections in its thread).
+_RUN: contextvars.ContextVar[Run | None] = contextvars.ContextVar("kanshi_http_run",
+                                                                  default=None)
 
 
 def _note(seconds: float, sock: Any) -> None:
-    opened = _CONNECTIONS.get()
-    if opened is not None:
+    run = _RUN.get()
+    if run is not None:
         not_after = certificate_not_after(sock) if hasattr(sock, "getpeercert") else None
-        opened.append(Connection(seconds, not_after))
+        run.connections.append(Connection(seconds, not_after))
+        run.phase = "no response"
+
+
+def _open(conn: Any, run: Run, tls: bool) -> socket.socket:
+    """A TCP connection for urllib3's ``conn``: every address within the run's deadline
+    (urllib3 gives each the whole timeout), errors raised as urllib3 raises them."""
+    from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+
+    try:
+        sock = open_connection(conn._dns_host, conn.port, run.deadline, resolve=run.resolve)
+    except socket.gaierror as exc:
+        raise NameResolutionError(conn.host, conn, exc) from exc
+    except TimeoutError as exc:
+        raise ConnectTimeoutError(conn, f"Connection to {conn.host} timed out") from exc
+    except OSError as exc:
+        raise NewConnectionError(conn, f"Failed to establish a new connection: {exc}") \
+            from exc
+    for option in conn.socket_options or ():
+        sock.setsockopt(*option)
+    run.watchdog.watch(sock)
+    run.phase = "TLS handshake" if tls else "no response"
+    return sock
 
 
 @functools.cache
 def _adapter_class() -> type[Any]:
-    """An ``HTTPAdapter`` whose connections note how long ``connect()`` took.
+    """An ``HTTPAdapter`` whose connections connect under the run's deadline and note how
+    long ``connect()`` took.
 
     requests tells the time to the response headers only; curl's ``time_connect``
     needs a hook in urllib3's connection, here a subclass its pools build.
@@ -189,12 +252,20 @@ def _adapter_class() -> type[Any]:
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
     class TimedHTTPConnection(HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            run = _RUN.get()
+            return super()._new_conn() if run is None else _open(self, run, tls=False)
+
         def connect(self) -> None:
             started = time.perf_counter()
             super().connect()
             _note(time.perf_counter() - started, None)
 
     class TimedHTTPSConnection(HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            run = _RUN.get()
+            return super()._new_conn() if run is None else _open(self, run, tls=True)
+
         def connect(self) -> None:
             started = time.perf_counter()
             super().connect()
@@ -235,35 +306,57 @@ class HttpCheck(Check):
     default_interval: ClassVar[float] = 600.0  # SPEC §1: service ports every 10 min
     default_timeout: ClassVar[float] = 10.0    # monitoring-plugins check_http
 
+    def __init__(self, name: str, config: CheckConfig, *, timeout: float,
+                 context: CheckContext, resolve: Resolver = resolve_tcp) -> None:
+        super().__init__(name, config, timeout=timeout, context=context)
+        self.resolve = resolve
+
     def run(self) -> Result:
         config: HttpConfig = self.config  # type: ignore[assignment]
         try:
             answer = self._fetch(config)
         except Failure as failure:
-            return Result(failure.status, f"{config.url}: {failure.text()}", config.url)
-        return self._judge(config, answer)
+            result = Result(failure.status, f"{config.url}: {failure.text()}", config.url)
+        else:
+            result = self._judge(config, answer)
+        # The server's words (a status line, a body excerpt) may echo a secret we sent.
+        return Result(result.status, self.context.scrub(result.message), result.target,
+                      result.metrics)
 
     # -- the request ---------------------------------------------------------------
 
     def _fetch(self, config: HttpConfig) -> Answer:
+        """One request, connect to last body byte, within ``self.timeout``."""
         import requests
 
-        opened: list[Connection] = []
-        token = _CONNECTIONS.set(opened)
         started = time.perf_counter()
-        try:
-            with self._session(config) as session:
-                response = session.request(
-                    config.method, config.url, headers=config.headers, auth=_auth(config),
-                    timeout=self.timeout, allow_redirects=config.follow_redirects,
-                    verify=_verify(config), stream=True)
-                with response:
-                    body = self._read_body(response, started)
-        except requests.RequestException as exc:
-            raise _failure(exc, self.timeout, config) from exc
-        finally:
-            _CONNECTIONS.reset(token)
-        return Answer(response, body, time.perf_counter() - started, opened)
+        with Run(self.timeout, self.resolve) as run:
+            token = _RUN.set(run)
+            try:
+                with self._session(config) as session:
+                    response = session.request(
+                        config.method, config.url, headers=config.headers,
+                        auth=_auth(config), timeout=self.timeout,
+                        allow_redirects=config.follow_redirects, verify=_verify(config),
+                        stream=True)
+                    if run.fired:  # headers cut off at the deadline parse as complete
+                        raise self._late(run.phase)
+                    run.phase = "reading the body"
+                    with response:
+                        body = _read_body(response)
+            except requests.RequestException as exc:
+                if run.fired:
+                    raise self._late(run.phase) from exc
+                raise _failure(exc, self.timeout, config) from exc
+            finally:
+                _RUN.reset(token)
+            if run.fired:  # a body without a length ends at the cut as if complete
+                raise self._late(run.phase)
+        return Answer(response, body, time.perf_counter() - started, run.connections)
+
+    def _late(self, phase: str) -> Failure:
+        """The run's deadline passed while it was waiting for ``phase``."""
+        return Failure(f"timed out after {self.timeout:g} s ({phase})", _LATE[phase])
 
     def _session(self, config: HttpConfig) -> requests.Session:
         import requests
@@ -281,26 +374,13 @@ class HttpCheck(Check):
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         return session
 
-    def _read_body(self, response: requests.Response, started: float) -> bytes:
-        """Up to :data:`MAX_BODY` bytes, within what is left of the timeout."""
-        body = bytearray()
-        for chunk in response.iter_content(_CHUNK):
-            body += chunk
-            if len(body) >= MAX_BODY:
-                break
-            if time.perf_counter() - started > self.timeout:
-                raise Failure(f"timed out after {self.timeout:g} s (reading the body)",
-                              "the server sends the page too slowly for the check's "
-                              "timeout (raise it if that is expected)")
-        return bytes(body[:MAX_BODY])
-
     # -- judging ---------------------------------------------------------------------
 
     def _judge(self, config: HttpConfig, answer: Answer) -> Result:
         status_found, status_text = _status(config, answer.response)
         connect = answer.connections[0].seconds if answer.connections else 0.0
         time_found, time_text = timing(answer.total, connect, config.response_time)
-        findings = [_body(config, answer.response, answer.body)]
+        findings = [_body(config, answer.response, answer.body, self.context.scrub)]
         metrics = _metrics(answer)
         first = answer.connections[0] if answer.connections else None
         if first is not None and first.not_after is not None:
@@ -313,6 +393,29 @@ class HttpCheck(Check):
         status = worst([status_found, time_found, *(found for found, _ in findings)])
         message = "; ".join([f"{config.url}: {status_text} {time_text}", *notes])
         return Result(status, message, config.url, metrics)
+
+
+def _read_body(response: requests.Response) -> bytes:
+    """Up to :data:`MAX_BODY` bytes (the run's watchdog stops a slow server)."""
+    body = bytearray()
+    for chunk in response.iter_content(_CHUNK):
+        body += chunk
+        if len(body) >= MAX_BODY:
+            break
+    return bytes(body[:MAX_BODY])
+
+
+_SLOW = "(raise the check's timeout if it is just slow)"
+#: What to do when the deadline passed, by what the run was waiting for.
+_LATE = {
+    "connecting": "no answer to the connection attempt: a firewall dropping packets, the "
+                  "host down, or the server's connection queue full",
+    "TLS handshake": f"the server did not complete the TLS handshake in time {_SLOW}",
+    "no response": "the port accepts connections but the server did not send its status "
+                   f"line and headers in time: hung, overloaded or very slow {_SLOW}",
+    "reading the body": "the server sends the page too slowly for the check's timeout "
+                        "(raise it if that is expected)",
+}
 
 
 def _auth(config: HttpConfig) -> tuple[str, str] | None:
@@ -346,8 +449,10 @@ def _status(config: HttpConfig, response: requests.Response) -> tuple[Status, st
     return Status.CRITICAL, f"{text} (expected {_ranges(config.expected_status)})"
 
 
-def _body(config: HttpConfig, response: requests.Response, body: bytes) -> tuple[Status, str]:
-    """The body against ``body_matches`` / ``body_not_matches`` (nothing to say without)."""
+def _body(config: HttpConfig, response: requests.Response, body: bytes,
+          scrub: Scrubber) -> tuple[Status, str]:
+    """The body against ``body_matches`` / ``body_not_matches`` (nothing to say without);
+    an excerpt is scrubbed before :func:`quote` cuts it, which could halve a secret."""
     if not (config.body_matches or config.body_not_matches):
         return Status.OK, ""
     text = _decode(response, body)
@@ -361,7 +466,7 @@ def _body(config: HttpConfig, response: requests.Response, body: bytes) -> tuple
     if config.body_not_matches:
         if found := re.search(config.body_not_matches, text):
             return Status.CRITICAL, (f'body matches "{config.body_not_matches}", which it '
-                                     f"must not: {quote(found.group(0))}")
+                                     f"must not: {quote(scrub(found.group(0)))}")
         notes.append(f'body{capped} free of "{config.body_not_matches}"')
     return Status.OK, "; ".join(notes)
 

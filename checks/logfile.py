@@ -39,7 +39,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from checks.base import Check, CheckConfig, Result, Status, worst
+from checks.base import Check, CheckConfig, Result, Scrubber, Status, worst
 from checks.logread import CHUNK, Limits, Line, Progress, follow, format_size, hold_warning
 from checks.types import OptionalDuration, expected_error
 
@@ -194,6 +194,8 @@ class Matches:
     exclude: tuple[re.Pattern[str], ...]
     limit: int
     show_file: bool
+    #: Masks the config's secrets in evidence (an application may log a password).
+    scrub: Scrubber
     counts: Counter[LogPattern] = field(default_factory=Counter)
     evidence: list[str] = field(default_factory=list)
 
@@ -213,8 +215,9 @@ class Matches:
                 return
 
     def _evidence(self, line: Line) -> str:
-        text = line.text if len(line.text) <= EVIDENCE_CHARS \
-            else line.text[:EVIDENCE_CHARS] + "…"
+        # Scrubbed before the cut, which could leave half a secret unmasked.
+        text = self.scrub(line.text)
+        text = text if len(text) <= EVIDENCE_CHARS else text[:EVIDENCE_CHARS] + "…"
         text += " [line cut at max_line_bytes]" if line.truncated else ""
         return f"{os.path.basename(line.path)}: {text}" if self.show_file else text
 
@@ -263,7 +266,7 @@ class LogfileCheck(Check):
         config: LogfileConfig = self.config  # type: ignore[assignment]
         entry = dict(saved.get(path) or {})
         matches = Matches(config.patterns, tuple(re.compile(x) for x in config.exclude),
-                          config.max_matches, glob.has_magic(path))
+                          config.max_matches, glob.has_magic(path), self.context.scrub)
         entry["reading"], progress = follow(path, entry.get("reading"), matches.see, limits,
                                             from_start=config.from_start)
         held = self._hold(entry, matches, now)
@@ -276,7 +279,8 @@ class LogfileCheck(Check):
         status, text = _judge(path, matches, progress, held, now)
         shown = status is Status.UNKNOWN  # the errors are the message already
         text += _footnotes(progress, config, errors=not shown)
-        return Result(status, text, path, metrics)
+        # Again on the whole: evidence held in a state saved by an older version.
+        return Result(status, self.context.scrub(text), path, metrics)
 
     def _hold(self, entry: dict[str, Any], matches: Matches, now: datetime) -> Held | None:
         """Keep this run's matches for ``hold``; return an earlier, still held record that

@@ -5,8 +5,11 @@ and speaks SQL. The session is read-only (``SET SESSION TRANSACTION READ
 ONLY``; each measurement in ``START TRANSACTION READ ONLY`` … ``ROLLBACK``)
 with a server-side statement limit: MariaDB ``max_statement_time`` (any
 statement) or MySQL ``max_execution_time`` (SELECTs only; MySQL stops a
-``SLEEP()`` silently instead of failing it). The client's socket timeouts are
-the check's timeout, so a hung server cannot hold a run longer.
+``SLEEP()`` silently instead of failing it), lowered to what is left of the run
+near its end. PyMySQL is handed a socket connected here, each address of
+``host`` getting only what is left of the run (its own connect gives each the
+whole timeout), and the run's watchdog cuts that socket at the deadline, so a
+hung server cannot hold a run longer than the check's timeout.
 
 Size is ``data_length + index_length`` from ``information_schema.tables``:
 InnoDB keeps these as statistics, refreshed by ``ANALYZE TABLE`` and by the
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import socket
 import struct
 from collections.abc import Sequence
 from types import ModuleType
@@ -26,8 +30,9 @@ from typing import Any, ClassVar
 from pydantic import model_validator
 from pydantic_core import PydanticCustomError
 
-from checks.base import CheckConfig
+from checks.base import CheckConfig, CheckContext
 from checks.database import (
+    Budget,
     DatabaseCheck,
     DatabaseConfig,
     DatabaseError,
@@ -37,6 +42,7 @@ from checks.database import (
     Replica,
     first_line,
 )
+from checks.dialogue import Resolver, Watchdog, open_connection, resolve_tcp
 
 logger = logging.getLogger(__name__)
 
@@ -91,17 +97,69 @@ class MysqlCheck(DatabaseCheck):
                                  "status: REPLICATION CLIENT on MySQL, SLAVE MONITOR on "
                                  "MariaDB 10.5+; SELECT on the tables a query reads)")
 
-    def open(self) -> MysqlSession:
+    def __init__(self, name: str, config: CheckConfig, *, timeout: float,
+                 context: CheckContext, resolve: Resolver = resolve_tcp) -> None:
+        super().__init__(name, config, timeout=timeout, context=context)
+        self.resolve = resolve
+
+    def open(self, budget: Budget, watchdog: Watchdog) -> MysqlSession:
         pymysql = _driver()
+        errors = (pymysql.err.Error, struct.error, IndexError, ValueError)
         try:
-            conn = pymysql.connect(**connect_args(self.config, self.timeout))
-        except (pymysql.err.Error, struct.error, IndexError, ValueError) as exc:
+            conn = pymysql.connect(**connect_args(self.config, self.timeout),
+                                   defer_connect=True)
+        except errors as exc:
+            raise translate(exc, connecting=True) from None
+        # PyMySQL counts the unix socket connections it opens as secure (a password
+        # may go in clear text there); one handed in must count the same.
+        conn._secure = self.config.socket is not None
+        sock = self._socket(budget)
+        watchdog.watch(sock)  # the handshake and every statement, until the deadline
+        try:
+            conn.connect(sock)  # closes the socket if it fails
+        except errors as exc:
             raise translate(exc, connecting=True) from None
         try:
-            return MysqlSession(conn, self.config.statement_timeout)
+            return MysqlSession(conn, budget)
         except DatabaseError:
             conn.close()
             raise
+
+    def _socket(self, budget: Budget) -> socket.socket:
+        """The connected socket PyMySQL is given: its own connect would give every
+        address of ``host`` the whole timeout."""
+        config = self.config
+        try:
+            if config.socket is not None:
+                return _unix_socket(str(config.socket), budget.left())
+            sock = open_connection(config.host, config.port, budget.deadline,
+                                   resolve=self.resolve)
+        except OSError as exc:
+            raise _connect_error(exc) from None
+        # What PyMySQL sets on the sockets it opens itself.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        return sock
+
+
+def _unix_socket(path: str, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(max(timeout, 0.001))
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _connect_error(exc: OSError) -> DatabaseError:
+    """A socket that did not connect, as PyMySQL's error 2003 would have said it."""
+    if isinstance(exc, ConnectionRefusedError | FileNotFoundError):
+        return DatabaseError(Problem.REFUSED, exc.strerror or str(exc))
+    if isinstance(exc, TimeoutError):
+        return DatabaseError(Problem.TIMEOUT, "timed out")
+    return DatabaseError(Problem.OTHER, exc.strerror or str(exc))
 
 
 def _driver() -> ModuleType:
@@ -146,15 +204,15 @@ def _tls_args(config: DatabaseConfig) -> dict[str, Any]:
 class MysqlSession:
     """One connection, every statement in a read-only transaction."""
 
-    def __init__(self, conn: Any, statement_timeout: float) -> None:
+    def __init__(self, conn: Any, budget: Budget) -> None:
         self.conn = conn
+        self.budget = budget
         info = str(conn.get_server_info())
         self.mariadb = "mariadb" in info.lower()
         self.version = _version(info)
-        if self.mariadb:
-            self._setting("SET SESSION max_statement_time = %s", statement_timeout)
-        else:
-            self._setting("SET SESSION max_execution_time = %s", round(statement_timeout * 1000))
+        #: The session's statement limit now; None: the server has none to set.
+        self._limit: float | None = budget.statement_timeout
+        self._set_limit(budget.statement_timeout)
         self._execute("SET SESSION TRANSACTION READ ONLY")
 
     def ping(self) -> None:
@@ -199,6 +257,9 @@ class MysqlSession:
         """At most two rows (one-row answers are expected) in a read-only transaction."""
         import pymysql
 
+        limit = self.budget.statement_limit()
+        if self._limit is not None and limit < self._limit:  # less of the run is left
+            self._set_limit(limit)
         cursor = self.conn.cursor(pymysql.cursors.DictCursor if dicts else None)
         try:
             cursor.execute("START TRANSACTION READ ONLY")
@@ -220,15 +281,22 @@ class MysqlSession:
         except pymysql.err.Error as exc:
             raise translate(exc) from None
 
-    def _setting(self, sql: str, value: float) -> None:
+    def _set_limit(self, seconds: float) -> None:
+        """The server-side limit of the session's next statements."""
         try:
-            self._execute(sql, value)
+            if self.mariadb:
+                self._execute("SET SESSION max_statement_time = %s", seconds)
+            else:
+                self._execute("SET SESSION max_execution_time = %s", max(1, round(seconds * 1000)))
         except DatabaseError as exc:
-            # Servers older than MySQL 5.7.8 / MariaDB 10.1 lack the variable:
-            # run without the server-side limit; the socket timeout still holds.
+            # Servers older than MySQL 5.7.8 / MariaDB 10.1 lack the variable: run
+            # without the server-side limit; the check's watchdog still holds.
             if _UNKNOWN_VARIABLE_TEXT not in exc.detail:
                 raise
             logger.info("no server-side statement limit on this server: %s", exc.detail)
+            self._limit = None
+            return
+        self._limit = seconds
 
 
 def _field(row: dict[str, Any], new: str, old: str) -> Any:

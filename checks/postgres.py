@@ -2,7 +2,9 @@
 
 What is judged and reported is in :mod:`checks.database`; this module connects
 and speaks SQL. Each measurement runs in its own ``BEGIN READ ONLY``
-transaction, rolled back afterwards, under a session ``statement_timeout``.
+transaction, rolled back afterwards, under ``statement_timeout`` or what is
+left of the run (:mod:`checks.database`); libpq itself waits for an answer as
+long as it takes, so the run's watchdog holds the connection's socket.
 Configured queries are sent as prepared statements, so a ``;`` cannot smuggle
 in a second statement.
 
@@ -20,8 +22,9 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, ClassVar
 
-from checks.base import CheckConfig
+from checks.base import CheckConfig, CheckContext
 from checks.database import (
+    Budget,
     DatabaseCheck,
     DatabaseConfig,
     DatabaseError,
@@ -31,6 +34,7 @@ from checks.database import (
     Replica,
     first_line,
 )
+from checks.dialogue import Resolver, Watchdog, resolve_tcp
 
 logger = logging.getLogger(__name__)
 
@@ -87,17 +91,70 @@ class PostgresCheck(DatabaseCheck):
     grant_hint: ClassVar[str] = ("grant the monitoring user the pg_monitor role "
                                  "(GRANT pg_monitor TO <user>) or the right to read it")
 
-    def open(self) -> PostgresSession:
+    def __init__(self, name: str, config: CheckConfig, *, timeout: float,
+                 context: CheckContext, resolve: Resolver = resolve_tcp) -> None:
+        super().__init__(name, config, timeout=timeout, context=context)
+        self.resolve = resolve
+
+    def open(self, budget: Budget, watchdog: Watchdog) -> PostgresSession:
         psycopg = _driver()
+        conn = self._connect(psycopg, budget)
         try:
-            conn = psycopg.connect(**connect_args(self.config, self.timeout))
-        except psycopg.Error as exc:
-            raise translate(exc) from None
-        try:
-            return PostgresSession(conn, self.config.statement_timeout)
+            # Once logged in, libpq waits for an answer as long as it takes.
+            watchdog.watch_fd(conn.pgconn.socket)
+            return PostgresSession(conn, budget)
         except DatabaseError:
             conn.close()
             raise
+
+
+    def _connect(self, psycopg: ModuleType, budget: Budget) -> Any:
+        """A connection to the first address of ``host`` that answers in time.
+
+        psycopg gives every address of a name its own ``connect_timeout``, so a
+        name with an IPv6 and an IPv4 address that are both down took twice the
+        check's timeout: here each attempt gets only what is left.
+        """
+        args = connect_args(self.config, self.timeout)
+        if self.config.socket is not None:
+            return _attempt(psycopg, args)
+        try:
+            addresses = self.resolve(self.config.host, self.config.port)
+        except OSError as exc:
+            raise DatabaseError(Problem.OTHER, f"failed to resolve host "
+                                f"'{self.config.host}': {exc.strerror or exc}") from None
+        errors: list[DatabaseError] = []
+        for *_, address in addresses:
+            left = budget.left()
+            if errors and left < _SHORTEST_CONNECT:  # no time for another address
+                errors.append(DatabaseError(Problem.TIMEOUT, "connection timeout expired"))
+                break
+            seconds = max(_SHORTEST_CONNECT, math.floor(left + 0.1))  # libpq: whole seconds
+            try:
+                return _attempt(psycopg, {**args, "hostaddr": address[0],
+                                          "connect_timeout": seconds})
+            except DatabaseError as exc:
+                errors.append(exc)
+        raise _most_telling(errors)
+
+
+#: libpq's shortest ``connect_timeout`` (less is taken as 2 s).
+_SHORTEST_CONNECT = 2
+
+
+def _attempt(psycopg: ModuleType, args: dict[str, Any]) -> Any:
+    try:
+        return psycopg.connect(**args)
+    except psycopg.Error as exc:
+        raise translate(exc) from None
+
+
+def _most_telling(errors: list[DatabaseError]) -> DatabaseError:
+    """Of failed attempts on several addresses, the error that says most (a rejected
+    login beats a refused connection: the server is there)."""
+    order = [problem for problem, _ in _CONNECT_TEXTS]
+    return min(errors, key=lambda e: order.index(e.problem) if e.problem in order
+               else len(order))
 
 
 def _driver() -> ModuleType:
@@ -131,14 +188,14 @@ def connect_args(config: DatabaseConfig, timeout: float) -> dict[str, Any]:
 class PostgresSession:
     """One connection, every statement in a read-only transaction."""
 
-    def __init__(self, conn: Any, statement_timeout: float) -> None:
+    def __init__(self, conn: Any, budget: Budget) -> None:
         self.conn = conn
+        self.budget = budget
         self.version = _version(conn.info.server_version)
         # Set with autocommit on, so it holds for the session; then every
         # statement gets its own BEGIN READ ONLY … ROLLBACK.
-        milliseconds = max(1, round(statement_timeout * 1000))
         self._execute("SELECT set_config('statement_timeout', %s, false)",
-                      (f"{milliseconds}ms",))
+                      (_milliseconds(budget.statement_timeout),))
         conn.autocommit = False
         conn.read_only = True
 
@@ -177,8 +234,13 @@ class PostgresSession:
         """At most two rows: enough to tell "one row" from "more than one"."""
         import psycopg
 
+        limit = self.budget.statement_limit()
         try:
             with self.conn.cursor() as cursor:
+                if limit < self.budget.statement_timeout:
+                    # Less of the run is left: this transaction only (rolled back below).
+                    cursor.execute("SELECT set_config('statement_timeout', %s, true)",
+                                   (_milliseconds(limit),))
                 cursor.execute(sql, prepare=prepare)
                 if cursor.description is None:
                     return []
@@ -196,6 +258,10 @@ class PostgresSession:
             self.conn.execute(sql, params)
         except psycopg.Error as exc:
             raise translate(exc) from None
+
+
+def _milliseconds(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
 
 
 def _version(number: int) -> str:

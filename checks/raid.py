@@ -25,6 +25,9 @@ Judgement:
 - a faulty member still listed in an array whose slots are all up (a spare took
   over): WARNING — the dead disk still needs replacing;
 - inactive (assembled incompletely, e.g. a disk missing at boot): CRITICAL;
+- gone: listed by an earlier run (the names seen are kept in the check's state)
+  but not now, e.g. a degraded array not assembled after a reboot: CRITICAL, so
+  its incident is not closed as vanished; ``arrays`` ends the watch on purpose;
 - a scrub (``check``) in progress: OK, progress in the message;
 - IMSM/DDF containers (``super external:imsm``) are always "inactive" by design:
   OK, the arrays inside them are judged on their own lines.
@@ -216,11 +219,23 @@ class RaidCheck(Check):
         except OSError as exc:
             return [Result(Status.UNKNOWN, f"cannot read {config.path}: {exc.strerror or exc}")]
         arrays = parse_mdstat(text) if text is not None else []
+        seen = self._seen(arrays)
         if config.arrays:
             return _expected(arrays, config.arrays, config.path)
-        if arrays:
-            return [judge(a) for a in arrays]
+        # An array that was here and is gone did not heal: after a reboot a degraded
+        # array may simply not be assembled, and its incident must not close as vanished.
+        gone = [_gone(name, config.path) for name in seen if name not in
+                {a.name for a in arrays}]
+        if arrays or gone:
+            return [*(judge(a) for a in arrays), *gone]
         return [_none(config, text is None)]
+
+    def _seen(self, arrays: list[Array]) -> list[str]:
+        """Arrays seen in earlier runs; those of this run are added to the state."""
+        before = self.context.state.get("seen")
+        seen = sorted({str(n) for n in before} if isinstance(before, list) else set())
+        self.context.state["seen"] = sorted({*seen, *(a.name for a in arrays)})
+        return seen
 
 
 def _expected(arrays: list[Array], names: tuple[str, ...], path: Path) -> list[Result]:
@@ -229,6 +244,13 @@ def _expected(arrays: list[Array], names: tuple[str, ...], path: Path) -> list[R
             Result(Status.CRITICAL, f"{n} is not assembled: it is not in {path} "
                    "(disks missing at boot? try `mdadm --assemble --scan`)", n)
             for n in names]
+
+
+def _gone(name: str, path: Path) -> Result:
+    return Result(Status.CRITICAL, f"{name} is not assembled (was seen before): it is no "
+                  f"longer in {path} (disks missing at boot? see `mdadm --examine --scan` "
+                  f"and try `mdadm --assemble --scan`; if {name} was removed on purpose, "
+                  "name the arrays to watch in `arrays`)", name, {"active": 0.0})
 
 
 def _none(config: RaidConfig, absent: bool) -> Result:

@@ -14,20 +14,20 @@ exists. Without it every unit is UNKNOWN "systemd is not running on this host".
 
 For other init systems ``status_command`` runs one command and judges its exit
 code as the LSB ``status`` action defines it (LSB 5.0 Core, "Init Script
-Actions"): 0 running; 1, 2, 3 not running; 4 unknown. Commands run without a
-shell, with ``LC_ALL=C`` (messages quoted in English), in a process group of
-their own that is killed whole at the timeout.
+Actions"): 0 running; 1, 2, 3 not running; 4 unknown. Commands (``systemctl``
+too) run through :func:`checks.plugin.run_command`: no shell, the minimal
+environment plugins get (never the agent's, which holds the values behind the
+config's secrets) with ``LC_ALL=C`` (messages quoted in English), in a process
+group of their own that is killed whole — with any descendant that left it —
+within the timeout.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
-import signal
-import subprocess
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,6 +35,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from checks.base import Check, CheckConfig, CheckContext, Result, Status
+from checks.plugin import INHERITED, Completed, NotStarted, run_command
 from checks.types import expected_error
 
 logger = logging.getLogger(__name__)
@@ -99,52 +100,33 @@ class ServiceConfig(CheckConfig):
         return self
 
 
-@dataclass(frozen=True)
-class Finished:
-    """How a command ended."""
+def environment() -> dict[str, str]:
+    """What commands run with: the minimal environment plugins get, in the C locale.
 
-    code: int
-    output: str
+    Not the agent's whole environment: that holds the values behind the config's
+    ``${…}`` secrets, and a status script must only see what it needs.
+    """
+    inherited = {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith("LC_")}
+    return {**inherited, "LC_ALL": "C", "SYSTEMD_PAGER": ""}
+
+
+def _run(argv: Sequence[str], timeout: float) -> Completed:
+    """``argv`` run by :func:`checks.plugin.run_command` (whole group killed at the
+    timeout, within it); raise :class:`CommandFailed` if it cannot start."""
+    try:
+        return run_command(argv, timeout=timeout, env=environment())
+    except NotStarted as exc:
+        cause = exc.__cause__
+        why = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
+        raise CommandFailed(f"could not start {argv[0]}: {why}") from None
 
 
 class CommandFailed(Exception):
-    """The command could not be started or did not end in time."""
+    """The command could not be started."""
 
 
-class CommandTimedOut(CommandFailed):
-    """The command did not end in time (it was killed)."""
-
-
-def run_command(argv: tuple[str, ...] | list[str], timeout: float) -> Finished:
-    """Run ``argv`` (no shell), stdout and stderr together, at most ``timeout`` s.
-
-    On timeout the whole process group is killed, so a status script's children
-    do not outlive it.
-    """
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "LC_ALL": "C", "SYSTEMD_PAGER": ""})
-    except OSError as exc:
-        raise CommandFailed(f"could not start {argv[0]}: {exc.strerror or exc}") from None
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        raise CommandTimedOut(f"{argv[0]} did not finish in time") from None
-    return Finished(proc.returncode, out.decode("utf-8", "replace"))
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    try:
-        proc.communicate(timeout=2.0)
-    except subprocess.TimeoutExpired:
-        # A daemon that left the group (setsid) still holds the pipe: stop reading.
-        if proc.stdout is not None:
-            proc.stdout.close()
-        proc.wait()
+class CommandTimedOut(Exception):
+    """The command did not end within its time and was killed."""
 
 
 class ServiceCheck(Check):
@@ -168,37 +150,53 @@ class ServiceCheck(Check):
             text = (f"systemd is not running on this host ({self.systemd_dir} is absent); "
                     "use status_command for another init system")
             return [Result(Status.UNKNOWN, f"{unit}: {text}", unit) for unit in config.units]
+        return self._units(config)
+
+    def _units(self, config: ServiceConfig) -> list[Result]:
+        """Each unit's state, asked one after the other within the check's timeout."""
         clock = self.context.clock
         deadline = clock.monotonic() + self.timeout
-        return [self._unit(config, unit, deadline - clock.monotonic()) for unit in config.units]
+        results: list[Result] = []
+        hung = False  # a systemd that did not answer for one unit will not for the next
+        for unit in config.units:
+            left = deadline - clock.monotonic()
+            if hung or left <= 0:
+                results.append(Result(Status.UNKNOWN, f"{unit}: not asked, the check's "
+                                      f"timeout ({self.timeout:g} s) ran out on earlier "
+                                      "units", unit))
+                continue
+            try:
+                results.append(self._unit(config, unit, left))
+            except CommandTimedOut:
+                hung = True
+                results.append(Result(Status.UNKNOWN, f"{unit}: systemctl did not answer "
+                                      f"within the check's timeout ({self.timeout:g} s); "
+                                      "raise timeout if systemd is only slow", unit))
+        return results
 
     def _unit(self, config: ServiceConfig, unit: str, left: float) -> Result:
-        if left <= 0:
-            return Result(Status.UNKNOWN, f"{unit}: not asked, the check's timeout "
-                          f"({self.timeout:g} s) ran out on earlier units", unit)
+        """The unit's state; raise :class:`CommandTimedOut` if systemctl hung."""
         argv = [config.systemctl, "show", f"--property={','.join(_PROPERTIES)}", "--", unit]
         try:
-            done = run_command(argv, left)
-        except CommandTimedOut:
-            return Result(Status.UNKNOWN, f"{unit}: systemctl did not answer within the "
-                          f"check's timeout ({self.timeout:g} s); raise timeout if systemd is "
-                          "only slow", unit)
+            done = _run(argv, left)
         except CommandFailed as exc:
             return Result(Status.UNKNOWN, f"{unit}: {exc}", unit)
-        if done.code != 0:
-            return Result(Status.UNKNOWN, f"{unit}: systemctl show failed (exit {done.code}): "
-                          f"{_first_line(done.output)}", unit)
-        return judge_unit(unit, parse_show(done.output), config.inactive_ok)
+        if done.timed_out:
+            raise CommandTimedOut
+        if done.exit_code != 0:
+            return Result(Status.UNKNOWN, f"{unit}: systemctl show failed (exit "
+                          f"{done.exit_code}): {_said(done)}", unit)
+        return judge_unit(unit, parse_show(done.stdout), config.inactive_ok)
 
     def _status_command(self, argv: tuple[str, ...]) -> Result:
         shown = " ".join(argv)
         try:
-            done = run_command(argv, self.timeout)
-        except CommandTimedOut:
-            return Result(Status.UNKNOWN, f"`{shown}` did not finish within the check's "
-                          f"timeout ({self.timeout:g} s) and was killed")
+            done = _run(argv, self.timeout)
         except CommandFailed as exc:
             return Result(Status.UNKNOWN, f"`{shown}`: {exc}")
+        if done.timed_out:
+            return Result(Status.UNKNOWN, f"`{shown}` did not finish within the check's "
+                          f"timeout ({self.timeout:g} s) and was killed")
         return judge_status_command(shown, done)
 
 
@@ -231,16 +229,22 @@ def judge_unit(unit: str, props: dict[str, str], inactive_ok: bool = False) -> R
                   f"from systemctl show", unit, metrics)
 
 
-def judge_status_command(shown: str, done: Finished) -> Result:
+def judge_status_command(shown: str, done: Completed) -> Result:
     """The result for a status command's exit code (LSB status action)."""
-    said = _first_line(done.output)
+    assert done.exit_code is not None
+    code, said = done.exit_code, _said(done)
     tail = f": {said}" if said else ""
-    metrics = {"exit_code": float(done.code)}
-    if done.code == 0:
+    metrics = {"exit_code": float(code)}
+    if code == 0:
         return Result(Status.OK, f"`{shown}` says running{tail}", metrics=metrics)
-    meaning = _LSB_STATUS.get(done.code, "not running (exit code outside LSB's 0–4)")
-    status = Status.UNKNOWN if done.code == 4 else Status.CRITICAL
-    return Result(status, f"`{shown}` exited {done.code}, {meaning}{tail}", metrics=metrics)
+    meaning = _LSB_STATUS.get(code, "not running (exit code outside LSB's 0–4)")
+    status = Status.UNKNOWN if code == 4 else Status.CRITICAL
+    return Result(status, f"`{shown}` exited {code}, {meaning}{tail}", metrics=metrics)
+
+
+def _said(done: Completed) -> str:
+    """The first line the command printed: stdout's, else stderr's."""
+    return _first_line(done.stdout) or _first_line(done.stderr)
 
 
 def _first_line(output: str) -> str:

@@ -50,7 +50,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from checks.base import Check, CheckConfig, Result, Status, worst
+from checks.base import Check, CheckConfig, Result, Scrubber, Status, worst
 from checks.logfile import (
     EVIDENCE_CHARS,
     READ_SHARE,
@@ -188,11 +188,13 @@ class Classifier:
     """Sorts lines into rule classes; a line may belong to several classes."""
 
     def __init__(self, rules: tuple[SyslogRule, ...], ignore: tuple[str, ...],
-                 limit: int) -> None:
+                 limit: int, scrub: Scrubber | None = None) -> None:
         self._rules = [(r.name, [(Searcher.of(p.regex), r.status_of(p)) for p in r.patterns])
                        for r in rules]
         self._ignore = [Searcher.of(x) for x in ignore]
         self._limit = limit
+        # Masks the config's secrets in evidence (a program may log a password).
+        self._scrub: Scrubber = scrub or _as_is
         searchers = [s for _, patterns in self._rules for s, _ in patterns]
         # Nearly every line matches nothing: one sweep of substring tests says so.
         self._literals = tuple({s.literal for s in searchers if s.literal and not s.folded})
@@ -223,8 +225,13 @@ class Classifier:
         found.status = worst([found.status, status])
         found.count += 1
         if len(found.evidence) < self._limit:
+            shown = self._scrub(shown)  # before the cut, which could halve a secret
             found.evidence.append(shown if len(shown) <= EVIDENCE_CHARS
                                   else shown[:EVIDENCE_CHARS] + "…")
+
+
+def _as_is(text: str) -> str:
+    return text
 
 
 def journal_files_exist(directory: str | None) -> bool:
@@ -384,20 +391,25 @@ class SyslogCheck(Check):
 
     def run(self) -> list[Result]:
         rules = self.cfg.rules_in_force()
-        classifier = Classifier(rules, self.cfg.ignore, self.cfg.max_evidence)
+        classifier = Classifier(rules, self.cfg.ignore, self.cfg.max_evidence,
+                                self.context.scrub)
         clock = self.context.clock
         limits = Limits(self.cfg.max_bytes_per_run, self.cfg.max_line_bytes,
                         clock.monotonic() + READ_SHARE * self.timeout, clock.monotonic)
         try:
             scan = self._scan(classifier, limits)
         except Unavailable as exc:
-            return [Result(Status.UNKNOWN, f"cannot scan the system log: {exc}")]
+            return [Result(Status.UNKNOWN,
+                           self.context.scrub(f"cannot scan the system log: {exc}"))]
         now = clock.now()
         held = self._remember(rules, classifier, now)
         results = [self._judge(r, classifier, held.get(r.name), scan, now) for r in rules]
         if scan.problem:
             results.append(Result(Status.UNKNOWN, scan.problem))
-        return results
+        # Again on the whole: notes quote journalctl, and evidence may be held in a
+        # state saved by an older version.
+        return [Result(r.status, self.context.scrub(r.message), r.target, r.metrics)
+                for r in results]
 
     # -- sources
 

@@ -251,7 +251,8 @@ from checks.filecount import FileCountCheck
 config = FileCountCheck.Config.model_validate(json.load(sys.stdin))
 [r] = FileCountCheck("files", config, timeout=30.0,
                      context=CheckContext(clock=SystemClock())).execute()
-print(json.dumps({"status": r.status.name, "message": r.message, "metrics": r.metrics}))
+print(json.dumps({"status": r.status.name, "message": r.message, "metrics": r.metrics,
+                  "target": r.target}))
 """
 
 
@@ -287,6 +288,33 @@ def test_an_unreadable_subdirectory_makes_the_count_a_lower_bound(
     assert result["metrics"]["files"] < find_count(str(shared_tree), "-type", "f")
     assert (f"could not read 1 directories ({shared_tree / 'd0' / 'd1'}): fix their "
             "permissions") in result["message"]
+
+
+@pytest.mark.real
+def test_a_directory_behind_one_it_may_not_enter_is_unknown_on_its_path(
+        shared_tree: Path) -> None:
+    """Run as ``nobody``: the stat of the path itself is refused (EACCES)."""
+    needs.root()
+    needs.command("setpriv", "util-linux")
+    (shared_tree / "private" / "spool").mkdir(parents=True)
+    (shared_tree / "private").chmod(0o700)  # root's own: nobody cannot enter
+    path = shared_tree / "private" / "spool"
+
+    result = run_as_nobody({"path": str(path), "threshold": {"critical": 10}})
+
+    assert (result["status"], result["target"]) == ("UNKNOWN", str(path))
+    assert result["message"] == (f"cannot reach {path}: Permission denied (give the user "
+                                 "kanshi runs as access to it and to every directory "
+                                 "above it)")
+
+
+def test_a_path_the_system_cannot_stat_is_unknown_with_the_reason(tmp_path: Path) -> None:
+    path = tmp_path / ("x" * 300)  # longer than NAME_MAX: stat fails with ENAMETOOLONG
+
+    result = run(path=str(path), threshold={"critical": 10})
+
+    assert (result.status, result.target) == (Status.UNKNOWN, str(path))
+    assert result.message == f"cannot reach {path}: File name too long"
 
 
 def test_the_loader_resolves_a_relative_path_against_the_config_file(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import socket
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,10 +15,20 @@ from cryptography import x509
 from pydantic import ValidationError
 
 from agent.clock import FrozenClock, SystemClock
+from agent.runner import grace
+from agent.secrets import Redactor
 from checks.base import CheckContext, Clock, Result, Status
 from checks.http import MAX_BODY, HttpCheck, HttpConfig
 from tests.support import needs
-from tests.support.http_server import HOST, HttpServer, LoopbackTLS, RawTcpServer, Reply, free_port
+from tests.support.http_server import (
+    HOST,
+    HttpServer,
+    LoopbackTLS,
+    RawTcpServer,
+    Reply,
+    SilentListener,
+    free_port,
+)
 
 USER, PASSWORD = "monitor", "http-Secret-Pass-42"
 
@@ -337,7 +348,47 @@ def test_a_hung_server_times_out_with_no_response() -> None:
         result = run(timeout=1.0, url=hung.url)
     assert result.status is Status.CRITICAL
     assert result.message.startswith(f"{hung.url}: timed out after 1 s (no response) — the "
-                                     "port accepts connections but the server never answered")
+                                     "port accepts connections but the server did not send "
+                                     "its status line and headers in time")
+
+
+# -- one deadline for the whole request ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("reply", "waiting_for"), [
+    pytest.param(Reply(200, body="ok", head_drip=0.05), "no response", id="trickled-headers"),
+    pytest.param(Reply(200, body="x" * 400, body_drip=0.05), "reading the body",
+                 id="trickled-body"),
+    pytest.param(Reply(200, body="x" * 400, body_drip=0.05, length=False), "reading the body",
+                 id="trickled-body-without-length"),
+])
+def test_a_server_trickling_its_answer_cannot_stretch_the_run(
+        server: HttpServer, reply: Reply, waiting_for: str) -> None:
+    """Every byte comes well within requests' per-read timeout; the whole does not."""
+    server.respond(reply)
+
+    result = run(timeout=1.0, url=server.url)
+
+    assert result.status is Status.CRITICAL
+    assert result.message.startswith(f"{server.url}: timed out after 1 s ({waiting_for})")
+    assert result.duration < 1.0 + grace(1.0)  # within what the agent waits for a run
+
+
+def test_a_dual_stack_name_that_is_down_takes_one_timeout_not_two() -> None:
+    with SilentListener("::1") as v6, SilentListener(HOST, v6.port):
+        port = v6.port
+        check = HttpCheck("web", HttpCheck.Config.model_validate(
+            {"url": f"http://web.example:{port}/"}), timeout=1.0,
+            context=CheckContext(clock=SystemClock()),
+            resolve=lambda host, at: [
+                (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", (HOST, port))])
+        [result] = check.execute()
+
+    assert result.status is Status.CRITICAL
+    assert result.message.startswith(f"http://web.example:{port}/: timed out after 1 s "
+                                     "(connecting)")
+    assert result.duration < 1.0 + grace(1.0)
 
 
 def test_a_server_speaking_another_protocol_is_quoted() -> None:
@@ -380,6 +431,28 @@ def test_status_and_time_agree_with_curl(status: int, delay: float, secure: bool
 
 
 # -- secrets -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("reply", "options", "shown"), [
+    pytest.param(Reply(200, body=f"<p>debug: token={PASSWORD}</p>"),
+                 {"body_not_matches": r"token=\S+"}, '"token=********</p>"', id="body-excerpt"),
+    pytest.param(Reply(200, body="<p>" + "x" * 70 + f" {PASSWORD}</p>"),
+                 {"body_not_matches": r"x+ \S+"}, '"' + "x" * 70 + ' ********<…"',
+                 id="body-excerpt-cut-inside-the-secret"),
+    pytest.param(Reply(302, headers={"Location": f"/login?token={PASSWORD}"}), {},
+                 "→ /login?token=******** (not followed)", id="redirect-location"),
+])
+def test_a_secret_the_server_echoes_is_masked_in_the_message(
+        server: HttpServer, reply: Reply, options: dict[str, Any], shown: str) -> None:
+    server.respond(reply)
+    check = HttpCheck("web", HttpCheck.Config.model_validate({"url": server.url, **options}),
+                      timeout=5.0, context=CheckContext(clock=SystemClock(),
+                                                        scrub=Redactor([PASSWORD])))
+
+    [result] = check.execute()
+
+    assert shown in result.message
+    assert PASSWORD[:8] not in result.message
 
 
 def test_the_password_never_reaches_a_message_a_repr_or_a_log(

@@ -25,7 +25,7 @@ from agent.config import load_config
 from agent.secrets import Redactor
 from agent.service import build_check
 from checks.base import CheckContext, LocalResources, Result, Status
-from checks.logfile import LogfileCheck, required_literal
+from checks.logfile import EVIDENCE_CHARS, LogfileCheck, required_literal
 from checks.logread import Limits, follow
 
 MiB = 2**20
@@ -34,14 +34,17 @@ MiB = 2**20
 class Runs:
     """Runs of one configured check sharing state through JSON, as the agent keeps it."""
 
-    def __init__(self, clock: Any = None, timeout: float = 30.0, **options: Any) -> None:
+    def __init__(self, clock: Any = None, timeout: float = 30.0,
+                 scrub: Redactor | None = None, **options: Any) -> None:
         self.config = LogfileCheck.Config.model_validate(options)
         self.clock = clock or SystemClock()
         self.timeout = timeout
+        self.scrub = scrub or Redactor()
         self.saved = "{}"
 
     def results(self) -> list[Result]:
-        context = CheckContext(clock=self.clock, state=json.loads(self.saved))
+        context = CheckContext(clock=self.clock, state=json.loads(self.saved),
+                               scrub=self.scrub)
         check = LogfileCheck("app-log", self.config, timeout=self.timeout, context=context)
         results = check.execute()
         self.saved = json.dumps(context.state)
@@ -350,6 +353,24 @@ def test_a_1_mb_line_is_matched_on_its_first_bytes_and_cut_in_the_message(log: P
     assert first.startswith("ERROR xxx") and first.endswith("… [line cut at max_line_bytes]")
     assert len(first) < 400
     assert second == "ERROR the next line"
+
+
+def test_a_secret_in_a_log_line_is_masked_in_the_evidence_and_the_state(log: Path) -> None:
+    secret = "log-Secret-Pass-42"
+    clock = FrozenClock()
+    runs = watching(log, clock=clock, scrub=Redactor([secret]))
+    append(log, f"ERROR login failed for db password={secret}\n")
+    # A secret straddling the evidence cut must not leave its first half behind.
+    append(log, "ERROR " + "x" * (EVIDENCE_CHARS - 20) + f" {secret} end\n")
+
+    result = runs.run()
+    clock.advance(60)
+    held = runs.run()
+
+    assert result.status is held.status is Status.CRITICAL
+    assert evidence(result)[0] == "ERROR login failed for db password=********"
+    for text in (result.message, held.message, runs.saved):
+        assert secret[:8] not in text
 
 
 def test_a_1_mb_line_still_being_written_is_skipped_to_its_end_across_runs(log: Path) -> None:

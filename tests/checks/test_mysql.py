@@ -8,7 +8,11 @@ and judging shared with ``postgres`` are tested in test_postgres.py.
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +20,13 @@ import pytest
 from pydantic import ValidationError
 
 from agent.clock import SystemClock
+from agent.runner import grace
 from checks.base import CheckContext, Result, Status
-from checks.database import format_bytes
+from checks.database import Budget, format_bytes
+from checks.dialogue import Watchdog
 from checks.mysql import MysqlCheck, MysqlConfig, _version
-from tests.support.http_server import LoopbackTLS, RawTcpServer, free_port
-from tests.support.mariadb import MariadbServer
+from tests.support.http_server import HOST, LoopbackTLS, RawTcpServer, SilentListener, free_port
+from tests.support.mariadb import MariadbServer, unique
 from tests.support.smtp_server import SmtpServer
 from tests.support.wait import wait_for
 
@@ -89,8 +95,8 @@ def test_the_server_names_its_flavour_and_version(info: str, version: str) -> No
 @pytest.mark.real
 def test_a_healthy_server_answers_select_1(mariadb_server: MariadbServer) -> None:
     results = run(make(mariadb_server))
-    assert list(results) == [""]
-    live = results[""]
+    assert list(results) == ["connection"]
+    live = results["connection"]
     assert live.status is Status.OK, live.message
     assert live.message.startswith("MariaDB 10.11.") and \
         f"at 127.0.0.1:{mariadb_server.port} answers: database (none) as root" in live.message
@@ -100,7 +106,7 @@ def test_a_healthy_server_answers_select_1(mariadb_server: MariadbServer) -> Non
 
 @pytest.mark.real
 def test_it_connects_through_the_unix_socket(mariadb_server: MariadbServer) -> None:
-    live = run(make(mariadb_server, socket=str(mariadb_server.socket)))[""]
+    live = run(make(mariadb_server, socket=str(mariadb_server.socket)))["connection"]
     assert live.status is Status.OK, live.message
     assert f"at socket {mariadb_server.socket} answers" in live.message
 
@@ -109,12 +115,14 @@ def test_it_connects_through_the_unix_socket(mariadb_server: MariadbServer) -> N
 def test_tls_verify_full_trusts_the_configured_ca(mariadb_server: MariadbServer) -> None:
     assert mariadb_server.tls is not None
     check = make(mariadb_server, tls="verify-full", tls_ca=str(mariadb_server.tls.ca_file))
-    assert run(check)[""].status is Status.OK
-    session = check.open()
-    try:  # the server agrees the session is encrypted
-        [(_, cipher)] = session._fetch("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
-    finally:
-        session.close()
+    assert run(check)["connection"].status is Status.OK
+    budget = Budget.of(10.0, 5.0)
+    with Watchdog(budget.deadline) as watchdog:
+        session = check.open(budget, watchdog)
+        try:  # the server agrees the session is encrypted
+            [(_, cipher)] = session._fetch("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        finally:
+            session.close()
     assert cipher
 
 
@@ -122,7 +130,7 @@ def test_tls_verify_full_trusts_the_configured_ca(mariadb_server: MariadbServer)
 def test_a_certificate_from_another_ca_is_critical(mariadb_server: MariadbServer) -> None:
     other = LoopbackTLS()
     try:
-        live = run(make(mariadb_server, tls="verify-full", tls_ca=str(other.ca_file)))[""]
+        live = run(make(mariadb_server, tls="verify-full", tls_ca=str(other.ca_file)))["connection"]
     finally:
         other.cleanup()
     assert live.status is Status.CRITICAL
@@ -134,7 +142,7 @@ def test_a_certificate_from_another_ca_is_critical(mariadb_server: MariadbServer
 @pytest.mark.real
 def test_tls_required_of_a_server_without_tls_is_critical(
         mariadb_replica: MariadbServer) -> None:
-    live = run(make(mariadb_replica, tls="require"))[""]
+    live = run(make(mariadb_replica, tls="require"))["connection"]
     assert (live.status, live.message) == (
         Status.CRITICAL,
         f"TLS to MySQL at 127.0.0.1:{mariadb_replica.port} failed (SSL is required but the "
@@ -144,7 +152,7 @@ def test_tls_required_of_a_server_without_tls_is_critical(
 @pytest.mark.real
 def test_a_closed_port_is_critical_refused() -> None:
     port = free_port()
-    live = run(make(host="127.0.0.1", port=port, password="x"))[""]
+    live = run(make(host="127.0.0.1", port=port, password="x"))["connection"]
     assert (live.status, live.message) == (
         Status.CRITICAL,
         f"MySQL at 127.0.0.1:{port} refused the connection (Connection refused): the server "
@@ -153,7 +161,7 @@ def test_a_closed_port_is_critical_refused() -> None:
 
 @pytest.mark.real
 def test_a_missing_socket_is_critical_refused(tmp_path: Path) -> None:
-    live = run(make(socket=str(tmp_path / "mysqld.sock")))[""]
+    live = run(make(socket=str(tmp_path / "mysqld.sock")))["connection"]
     assert live.status is Status.CRITICAL
     assert live.message.startswith(f"MySQL at socket {tmp_path / 'mysqld.sock'} refused the "
                                    "connection")
@@ -162,7 +170,7 @@ def test_a_missing_socket_is_critical_refused(tmp_path: Path) -> None:
 @pytest.mark.real
 def test_a_hung_server_is_critical_after_the_timeout() -> None:
     with RawTcpServer() as hung:  # accepts, never sends its greeting
-        live = run(make(host="127.0.0.1", port=hung.port, password="x", timeout=1.5))[""]
+        live = run(make(host="127.0.0.1", port=hung.port, password="x", timeout=1.5))["connection"]
     assert (live.status, live.message) == (
         Status.CRITICAL,
         f"MySQL at 127.0.0.1:{hung.port} did not answer within 1.5 s (the check's "
@@ -171,9 +179,42 @@ def test_a_hung_server_is_critical_after_the_timeout() -> None:
 
 
 @pytest.mark.real
+def test_a_dual_stack_name_that_is_down_takes_one_timeout_not_two() -> None:
+    with SilentListener("::1") as v6, SilentListener(HOST, v6.port):
+        port = v6.port
+        check = MysqlCheck("db", config(host="db.example", port=port, password="x"),
+                           timeout=1.5, context=CheckContext(clock=SystemClock()),
+                           resolve=lambda host, at: [
+                               (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port)),
+                               (socket.AF_INET, socket.SOCK_STREAM, 6, "", (HOST, port))])
+        live = run(check)["connection"]
+
+    assert (live.status, live.message) == (
+        Status.CRITICAL,
+        f"MySQL at db.example:{port} did not answer within 1.5 s (the check's timeout): the "
+        "server or the network is hung or overloaded")
+    assert live.duration < 1.5 + grace(1.5)
+
+
+@pytest.mark.real
+def test_a_server_it_cannot_reach_leaves_every_target_unknown_not_gone() -> None:
+    port = free_port()
+    check = make(host="127.0.0.1", port=port, password="x", database="app",
+                 capacity="1GiB", replication={"warning": "1m"}, queries=[query("SELECT 1")])
+
+    results = run(check)
+
+    assert {t: r.status for t, r in results.items()} == {
+        "connection": Status.CRITICAL, "size": Status.UNKNOWN, "replication": Status.UNKNOWN,
+        "jobs": Status.UNKNOWN}
+    assert results["jobs"].message == f"jobs not measured: cannot connect to MySQL at " \
+                                      f"127.0.0.1:{port}"
+
+
+@pytest.mark.real
 def test_a_server_speaking_another_protocol_is_critical() -> None:
     with SmtpServer() as smtp:  # a real SMTP server: it greets first, as MySQL would
-        live = run(make(host=smtp.host, port=smtp.port, password="x"))[""]
+        live = run(make(host=smtp.host, port=smtp.port, password="x"))["connection"]
     assert live.status is Status.CRITICAL
     assert live.message.startswith(f"MySQL at 127.0.0.1:{smtp.port} does not speak the MySQL "
                                    "protocol (")
@@ -186,7 +227,7 @@ def test_a_wrong_password_is_critical_and_names_the_user_not_the_password(
     user, _ = mariadb_server.create_user()
     caplog.set_level(logging.DEBUG)
     wrong = "not-the-password-4711"
-    live = run(make(mariadb_server, user=user, password=wrong))[""]
+    live = run(make(mariadb_server, user=user, password=wrong))["connection"]
     assert (live.status, live.message) == (
         Status.CRITICAL,
         f"MySQL at 127.0.0.1:{mariadb_server.port} rejected user \"{user}\": Access denied "
@@ -197,7 +238,7 @@ def test_a_wrong_password_is_critical_and_names_the_user_not_the_password(
 
 @pytest.mark.real
 def test_a_missing_database_is_critical(mariadb_server: MariadbServer) -> None:
-    live = run(make(mariadb_server, database="no_such_db"))[""]
+    live = run(make(mariadb_server, database="no_such_db"))["connection"]
     assert (live.status, live.message) == (
         Status.CRITICAL,
         f'database "no_such_db" does not exist on MySQL at 127.0.0.1:{mariadb_server.port} '
@@ -236,7 +277,7 @@ def test_without_pymysql_it_is_unknown_and_says_what_to_install(
 def test_a_query_answer_is_judged_against_its_thresholds(
         mariadb_server: MariadbServer, sql: str, status: Status, message: str) -> None:
     results = run(make(mariadb_server, queries=[query(sql, warning=10, critical=100)]))
-    assert results[""].status is Status.OK
+    assert results["connection"].status is Status.OK
     jobs = results["jobs"]
     assert jobs.status is status and jobs.message.startswith(message), jobs.message
     assert set(jobs.metrics) == {"jobs", "query_seconds"}
@@ -262,11 +303,61 @@ def test_a_query_slower_than_the_statement_timeout_is_critical(
         mariadb_server: MariadbServer) -> None:
     results = run(make(mariadb_server, statement_timeout="300ms",
                        queries=[query("SELECT SLEEP(3)")]))
-    assert results[""].status is Status.OK  # the server itself answers
+    assert results["connection"].status is Status.OK  # the server itself answers
     assert (results["jobs"].status, results["jobs"].message) == (
         Status.CRITICAL,
         "query jobs did not finish within statement_timeout (0.3 s): the server is "
         "overloaded or blocked; raise `statement_timeout` if it is just slow")
+
+
+@pytest.mark.real
+def test_statements_get_only_what_is_left_of_the_checks_timeout(
+        mariadb_server: MariadbServer) -> None:
+    """Each query fits statement_timeout; together they do not fit the timeout."""
+    check = make(mariadb_server, timeout=2.0, statement_timeout="1.5s",
+                 queries=[{"name": name, "sql": "SELECT SLEEP(1.2)"}
+                          for name in ("first", "second", "third")])
+
+    results = run(check)
+
+    assert [results[t].status for t in ("connection", "first", "second", "third")] == \
+        [Status.OK, Status.OK, Status.CRITICAL, Status.UNKNOWN]
+    assert results["second"].message.startswith("query second did not finish in the ")
+    assert results["third"].message == ("third not measured: the check's timeout (2 s) ran "
+                                        "out before it; raise `timeout`")
+    assert results["third"].duration < 2.0 + grace(2.0)
+
+
+@pytest.mark.real
+def test_a_server_that_stops_answering_mid_query_is_critical_within_the_timeout(
+        mariadb_server: MariadbServer) -> None:
+    """The server is frozen (SIGSTOP) while the query runs: a real hang."""
+    marker = unique("hang")
+    check = make(mariadb_server, timeout=3.0, statement_timeout="2500ms", queries=[
+        {"name": "stuck", "sql": f"SELECT SLEEP(2) /* {marker} */"}])
+    done: list[Result] = []
+    worker = threading.Thread(target=lambda: done.extend(check.execute()), daemon=True)
+    worker.start()
+    wait_for(lambda: mariadb_server.execute(
+        "SELECT id FROM information_schema.processlist WHERE info LIKE %s AND id <> "
+        "CONNECTION_ID()", [f"%{marker}%"]), timeout=10, what=f"the query {marker} to run")
+    server = int((mariadb_server.base / "mysqld.pid").read_text())
+
+    os.kill(server, signal.SIGSTOP)
+    try:
+        worker.join(3.0 + grace(3.0))
+        hung = worker.is_alive()
+    finally:
+        os.kill(server, signal.SIGCONT)
+    worker.join(10)
+
+    assert not hung, "the run outlasted its timeout"
+    results = {r.target: r for r in done}
+    assert results["connection"].status is Status.OK
+    assert results["stuck"].status is Status.CRITICAL
+    assert results["stuck"].message.startswith(
+        "the server stopped answering during query stuck: no answer within the check's "
+        "timeout (3 s)")
 
 
 @pytest.mark.real
@@ -348,7 +439,7 @@ def test_size_under_capacity_is_ok_and_the_server_scope_is_larger(
 def test_a_primary_asked_for_its_lag_says_it_is_not_a_replica(
         mariadb_server: MariadbServer) -> None:
     results = run(make(mariadb_server, replication={"warning": "30s", "critical": "5m"}))
-    assert results[""].status is Status.OK
+    assert results["connection"].status is Status.OK
     assert (results["replication"].status, results["replication"].message) == (
         Status.CRITICAL,
         "the server is not a replica (SHOW REPLICA STATUS returned nothing): remove "
@@ -409,7 +500,7 @@ def test_replica_status_the_user_may_not_read_is_unknown_with_what_to_grant(
     user, password = mariadb_server.create_user()  # replicated to the replica
     mariadb_replica.wait_caught_up(mariadb_server)
     results = run(make(mariadb_replica, user=user, password=password, replication="1m"))
-    assert results[""].status is Status.OK
+    assert results["connection"].status is Status.OK
     lag = results["replication"]
     assert lag.status is Status.UNKNOWN
     assert lag.message.startswith("the replication query was refused: Access denied; you "

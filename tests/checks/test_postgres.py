@@ -7,9 +7,13 @@ of it (tests/support/postgres.py), started once per session on 127.0.0.1.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
+import socket
 import sys
 import textwrap
+import threading
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -21,13 +25,14 @@ from pydantic import ValidationError
 import checks
 from agent.clock import SystemClock
 from agent.config import ConfigError, load_config
+from agent.runner import grace
 from agent.secrets import Redactor
 from agent.service import build_check
 from checks.base import CheckContext, LocalResources, Result, Status
 from checks.database import format_bytes, parse_byte_size, single_number
 from checks.postgres import PostgresCheck, PostgresConfig
-from tests.support.http_server import LoopbackTLS, RawTcpServer, free_port
-from tests.support.postgres import PostgresServer, wait_replayed
+from tests.support.http_server import HOST, LoopbackTLS, RawTcpServer, SilentListener, free_port
+from tests.support.postgres import PostgresServer, unique, wait_replayed
 from tests.support.wait import wait_for
 
 # The session fixtures (until tests/conftest.py lists tests.support.postgres as a plugin).
@@ -105,7 +110,8 @@ def test_capacity_reads_si_and_iec_units(given: Any, size: int) -> None:
                  "queries", 'expected each query name once, got "jobs" twice',
                  id="duplicate-query"),
     pytest.param({"queries": [{"name": "size", "sql": "SELECT 1"}]}, "queries.0.name",
-                 "a name other than size or replication", id="query-named-like-a-target"),
+                 "a name other than connection, size or replication",
+                 id="query-named-like-a-target"),
     pytest.param({"queries": [{"name": "Stuck Jobs", "sql": "SELECT 1"}]},
                  "queries.0.name", "a lower-case name such as stuck_jobs",
                  id="query-name-with-space"),
@@ -180,8 +186,8 @@ def test_sizes_read_in_binary_units() -> None:
 @pytest.mark.real
 def test_a_healthy_server_answers_select_1(postgres_server: PostgresServer) -> None:
     results = run(make(postgres_server))
-    assert list(results) == [""]
-    live = results[""]
+    assert list(results) == ["connection"]
+    live = results["connection"]
     assert live.status is Status.OK, live.message
     assert live.message.startswith("PostgreSQL 15.")
     assert f"at 127.0.0.1:{postgres_server.port} answers: database postgres as postgres" \
@@ -192,7 +198,7 @@ def test_a_healthy_server_answers_select_1(postgres_server: PostgresServer) -> N
 
 @pytest.mark.real
 def test_it_connects_through_the_unix_socket(postgres_server: PostgresServer) -> None:
-    live = run(make(postgres_server, socket=str(postgres_server.socket_dir)))[""]
+    live = run(make(postgres_server, socket=str(postgres_server.socket_dir)))["connection"]
     assert live.status is Status.OK, live.message
     assert f"at socket {postgres_server.socket_dir} answers" in live.message
 
@@ -201,7 +207,7 @@ def test_it_connects_through_the_unix_socket(postgres_server: PostgresServer) ->
 def test_tls_verify_full_trusts_the_configured_ca(postgres_server: PostgresServer) -> None:
     assert postgres_server.tls is not None
     live = run(make(postgres_server, tls="verify-full",
-                    tls_ca=str(postgres_server.tls.ca_file)))[""]
+                    tls_ca=str(postgres_server.tls.ca_file)))["connection"]
     assert live.status is Status.OK, live.message
 
 
@@ -209,7 +215,8 @@ def test_tls_verify_full_trusts_the_configured_ca(postgres_server: PostgresServe
 def test_a_certificate_from_another_ca_is_critical(postgres_server: PostgresServer) -> None:
     other = LoopbackTLS()
     try:
-        live = run(make(postgres_server, tls="verify-full", tls_ca=str(other.ca_file)))[""]
+        live = run(make(postgres_server, tls="verify-full",
+                        tls_ca=str(other.ca_file)))["connection"]
     finally:
         other.cleanup()
     assert live.status is Status.CRITICAL
@@ -222,7 +229,7 @@ def test_a_certificate_from_another_ca_is_critical(postgres_server: PostgresServ
 @pytest.mark.real
 def test_tls_required_of_a_server_without_tls_is_critical(
         postgres_replica: PostgresServer) -> None:
-    live = run(make(postgres_replica, tls="require"))[""]
+    live = run(make(postgres_replica, tls="require"))["connection"]
     assert live.status is Status.CRITICAL
     assert "TLS to PostgreSQL" in live.message and "does not support SSL" in live.message
 
@@ -230,7 +237,7 @@ def test_tls_required_of_a_server_without_tls_is_critical(
 @pytest.mark.real
 def test_a_closed_port_is_critical_refused() -> None:
     port = free_port()
-    live = run(make(host="127.0.0.1", port=port, password="x"))[""]
+    live = run(make(host="127.0.0.1", port=port, password="x"))["connection"]
     assert (live.status, live.message) == (
         Status.CRITICAL,
         f"PostgreSQL at 127.0.0.1:{port} refused the connection (Connection refused): the "
@@ -239,7 +246,7 @@ def test_a_closed_port_is_critical_refused() -> None:
 
 @pytest.mark.real
 def test_a_missing_socket_is_critical_refused(tmp_path: Path) -> None:
-    live = run(make(socket=str(tmp_path)))[""]
+    live = run(make(socket=str(tmp_path)))["connection"]
     assert live.status is Status.CRITICAL
     assert live.message.startswith(f"PostgreSQL at socket {tmp_path} refused the connection "
                                    "(No such file or directory)")
@@ -248,7 +255,7 @@ def test_a_missing_socket_is_critical_refused(tmp_path: Path) -> None:
 @pytest.mark.real
 def test_a_hung_server_is_critical_after_the_timeout() -> None:
     with RawTcpServer() as hung:  # accepts, never says a word
-        live = run(make(host="127.0.0.1", port=hung.port, password="x", timeout=2))[""]
+        live = run(make(host="127.0.0.1", port=hung.port, password="x", timeout=2))["connection"]
     assert (live.status, live.message) == (
         Status.CRITICAL,
         f"PostgreSQL at 127.0.0.1:{hung.port} did not answer within 2 s (the check's "
@@ -260,7 +267,7 @@ def test_a_hung_server_is_critical_after_the_timeout() -> None:
 @pytest.mark.parametrize("tls", ["prefer", "disable"])
 def test_a_server_speaking_another_protocol_is_critical(tls: str) -> None:
     with RawTcpServer(b"220 mail.example ESMTP ready\r\n") as smtp_like:
-        live = run(make(host="127.0.0.1", port=smtp_like.port, password="x", tls=tls))[""]
+        live = run(make(host="127.0.0.1", port=smtp_like.port, password="x", tls=tls))["connection"]
     assert live.status is Status.CRITICAL
     assert live.message.startswith(f"PostgreSQL at 127.0.0.1:{smtp_like.port} does not "
                                    "speak the PostgreSQL protocol (")
@@ -273,7 +280,7 @@ def test_a_wrong_password_is_critical_and_names_the_user_not_the_password(
     user, _ = postgres_server.create_user()
     caplog.set_level(logging.DEBUG)
     wrong = "not-the-password-4711"
-    live = run(make(postgres_server, user=user, password=wrong))[""]
+    live = run(make(postgres_server, user=user, password=wrong))["connection"]
     assert (live.status, live.message) == (
         Status.CRITICAL,
         f'PostgreSQL at 127.0.0.1:{postgres_server.port} rejected user "{user}": password '
@@ -285,14 +292,14 @@ def test_a_wrong_password_is_critical_and_names_the_user_not_the_password(
 @pytest.mark.real
 def test_an_unknown_user_is_critical_as_a_rejected_login(
         postgres_server: PostgresServer) -> None:
-    live = run(make(postgres_server, user="nobody_here"))[""]
+    live = run(make(postgres_server, user="nobody_here"))["connection"]
     assert live.status is Status.CRITICAL
     assert 'rejected user "nobody_here"' in live.message
 
 
 @pytest.mark.real
 def test_a_missing_database_is_critical(postgres_server: PostgresServer) -> None:
-    live = run(make(postgres_server, database="no_such_db"))[""]
+    live = run(make(postgres_server, database="no_such_db"))["connection"]
     assert (live.status, live.message) == (
         Status.CRITICAL,
         f'database "no_such_db" does not exist on PostgreSQL at 127.0.0.1:'
@@ -310,6 +317,58 @@ def test_without_psycopg_it_is_unknown_and_says_what_to_install(
         Status.UNKNOWN,
         "cannot check PostgreSQL: its Python driver (psycopg) is not installed; install "
         'kanshi[postgres] (pip install "kanshi[postgres]")')
+
+
+@pytest.mark.real
+def test_a_dual_stack_name_that_is_down_takes_one_timeout_not_two() -> None:
+    with SilentListener("::1") as v6, SilentListener(HOST, v6.port):
+        port = v6.port
+        check = PostgresCheck("db", config(host="db.example", port=port, password="x"),
+                              timeout=2.5, context=CheckContext(clock=SystemClock()),
+                              resolve=lambda host, at: [
+                                  (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port)),
+                                  (socket.AF_INET, socket.SOCK_STREAM, 6, "", (HOST, port))])
+        live = run(check)["connection"]
+
+    assert (live.status, live.message) == (
+        Status.CRITICAL,
+        f"PostgreSQL at db.example:{port} did not answer within 2.5 s (the check's "
+        "timeout): the server or the network is hung or overloaded")
+    assert live.duration < 2.5 + grace(2.5)
+
+
+@pytest.mark.real
+def test_a_login_refused_on_one_address_is_told_over_a_refused_connection_on_another(
+        postgres_server: PostgresServer) -> None:
+    """127.0.0.1 answers and rejects the password; ::1 (tried last) refuses."""
+    check = PostgresCheck("db", config(host="db.example", port=postgres_server.port,
+                                       password="wrong-password-1"),
+                          timeout=5.0, context=CheckContext(clock=SystemClock()),
+                          resolve=lambda host, at: [
+                              (socket.AF_INET, socket.SOCK_STREAM, 6, "", (HOST, at)),
+                              (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", at))])
+
+    live = run(check)["connection"]
+
+    assert live.status is Status.CRITICAL
+    assert live.message.startswith(f"PostgreSQL at db.example:{postgres_server.port} rejected "
+                                   'user "kanshi": password authentication failed')
+
+
+@pytest.mark.real
+def test_a_server_it_cannot_reach_leaves_every_target_unknown_not_gone() -> None:
+    port = free_port()
+    check = make(host="127.0.0.1", port=port, password="x", capacity="1GiB",
+                 replication={"warning": "1m"}, queries=[query("SELECT 1")])
+
+    results = run(check)
+
+    assert {t: r.status for t, r in results.items()} == {
+        "connection": Status.CRITICAL, "size": Status.UNKNOWN, "replication": Status.UNKNOWN,
+        "jobs": Status.UNKNOWN}
+    assert results["connection"].message.startswith(f"PostgreSQL at 127.0.0.1:{port} refused")
+    assert results["size"].message == f"size not measured: cannot connect to PostgreSQL at " \
+                                      f"127.0.0.1:{port}"
 
 
 # -- configured queries --------------------------------------------------------------
@@ -334,7 +393,7 @@ def query(sql: str, **threshold: float) -> dict[str, Any]:
 def test_a_query_answer_is_judged_against_its_thresholds(
         postgres_server: PostgresServer, sql: str, status: Status, message: str) -> None:
     results = run(make(postgres_server, queries=[query(sql, warning=10, critical=100)]))
-    assert results[""].status is Status.OK
+    assert results["connection"].status is Status.OK
     jobs = results["jobs"]
     assert jobs.status is status and jobs.message.startswith(message), jobs.message
     assert set(jobs.metrics) == {"jobs", "query_seconds"}
@@ -361,11 +420,75 @@ def test_a_query_slower_than_the_statement_timeout_is_critical(
         postgres_server: PostgresServer) -> None:
     results = run(make(postgres_server, statement_timeout="300ms",
                        queries=[query("SELECT pg_sleep(3)::text::int")]))
-    assert results[""].status is Status.OK  # the server itself answers
+    assert results["connection"].status is Status.OK  # the server itself answers
     assert (results["jobs"].status, results["jobs"].message) == (
         Status.CRITICAL,
         "query jobs did not finish within statement_timeout (0.3 s): the server is "
         "overloaded or blocked; raise `statement_timeout` if it is just slow")
+
+
+@pytest.mark.real
+def test_statements_get_only_what_is_left_of_the_checks_timeout(
+        postgres_server: PostgresServer) -> None:
+    """Each query fits statement_timeout; together they do not fit the timeout."""
+    sleep = "SELECT 1 FROM pg_sleep(1.2)"
+    check = make(postgres_server, timeout=2.0, statement_timeout="1.5s",
+                 queries=[{"name": name, "sql": sleep} for name in ("first", "second", "third")])
+
+    results = run(check)
+
+    assert [results[t].status for t in ("connection", "first", "second", "third")] == \
+        [Status.OK, Status.OK, Status.CRITICAL, Status.UNKNOWN]
+    assert re.fullmatch(r"query second did not finish in the [\d.]+ s left of the check's "
+                        r"timeout \(2 s\): the server is overloaded or blocked; raise "
+                        r"`timeout` if it is just slow", results["second"].message)
+    assert results["third"].message == ("third not measured: the check's timeout (2 s) ran "
+                                        "out before it; raise `timeout`")
+    assert results["third"].duration < 2.0 + grace(2.0)
+
+
+@pytest.mark.real
+def test_a_server_that_stops_answering_mid_query_is_critical_within_the_timeout(
+        postgres_server: PostgresServer) -> None:
+    """The backend running the query is frozen (SIGSTOP): a real hang, no answer, no
+    error; libpq alone would wait for ever."""
+    marker = unique("hang")
+    check = make(postgres_server, timeout=3.0, statement_timeout="2500ms", queries=[
+        {"name": "stuck", "sql": f"SELECT 1 FROM pg_sleep(2) /* {marker} */"}])
+    done: list[Result] = []
+    worker = threading.Thread(target=lambda: done.extend(check.execute()), daemon=True)
+    worker.start()
+    backend = running_query(postgres_server, marker)
+
+    os.kill(backend, signal.SIGSTOP)
+    try:
+        worker.join(3.0 + grace(3.0))
+        hung = worker.is_alive()
+    finally:
+        os.kill(backend, signal.SIGCONT)
+    worker.join(10)
+
+    assert not hung, "the run outlasted its timeout"
+    results = {r.target: r for r in done}
+    assert results["connection"].status is Status.OK
+    assert results["stuck"].status is Status.CRITICAL
+    assert results["stuck"].message.startswith(
+        "the server stopped answering during query stuck: no answer within the check's "
+        "timeout (3 s)")
+
+
+def running_query(server: PostgresServer, marker: str) -> int:
+    """The pid of the backend running the statement that holds ``marker``."""
+    found: list[int] = []
+
+    def active() -> bool:
+        found[:] = [pid for (pid,) in server.execute(
+            "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
+            "AND pid <> pg_backend_pid()", [f"%{marker}%"])]
+        return bool(found)
+
+    wait_for(active, timeout=10, what=f"the query {marker} to run")
+    return found[0]
 
 
 @pytest.mark.real
@@ -493,7 +616,7 @@ def test_a_size_the_user_may_not_read_is_unknown_with_what_to_grant(
 def test_a_primary_asked_for_its_lag_says_it_is_not_a_standby(
         postgres_server: PostgresServer) -> None:
     results = run(make(postgres_server, replication={"warning": "30s", "critical": "5m"}))
-    assert results[""].status is Status.OK
+    assert results["connection"].status is Status.OK
     assert (results["replication"].status, results["replication"].message) == (
         Status.CRITICAL,
         "the server is not a standby (pg_is_in_recovery() is false): it may have been "
@@ -597,5 +720,5 @@ def test_a_configured_check_runs_through_the_loader(
     assert (spec.interval, spec.timeout) == (600.0, 10.0)
     check = build_check(spec, SystemClock(), LocalResources(), Redactor(loaded.secrets()))
     results = {r.target: r for r in check.execute()}
-    assert [results[t].status for t in ("", "size", "connections")] == [Status.OK] * 3
+    assert [results[t].status for t in ("connection", "size", "connections")] == [Status.OK] * 3
     assert results["size"].metrics["capacity_bytes"] == 50 * GiB

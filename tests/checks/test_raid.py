@@ -213,6 +213,43 @@ def test_expected_arrays_are_reported_even_when_not_assembled() -> None:
     assert results["md9"].message.startswith("md9 is not assembled: it is not in ")
 
 
+@pytest.mark.parametrize("after_reboot", [
+    pytest.param("empty.txt", id="mdstat-without-it"),
+    pytest.param(None, id="md-driver-not-loaded"),
+])
+def test_an_array_seen_before_and_missing_now_is_critical_not_vanished(
+        tmp_path: Path, after_reboot: str | None) -> None:
+    mdstat = tmp_path / "mdstat"
+    mdstat.write_text((FIXTURES / "raid1-failed-spare.txt").read_text())
+    check = RaidCheck("raid", RaidCheck.Config(path=mdstat), timeout=5.0,
+                      context=CheckContext(clock=SystemClock()))
+    before = {r.target: r.status for r in check.execute()}
+    if after_reboot is None:
+        mdstat.unlink()
+    else:
+        mdstat.write_text((FIXTURES / after_reboot).read_text())
+
+    after = {r.target: r for r in check.execute()}
+
+    assert before == {"md1": Status.WARNING, "md0": Status.OK}
+    assert set(after) == {"md0", "md1"}
+    assert after["md1"].status is after["md0"].status is Status.CRITICAL
+    assert after["md1"].message.startswith(f"md1 is not assembled (was seen before): it is "
+                                           f"no longer in {mdstat}")
+    assert check.context.state["seen"] == ["md0", "md1"]
+
+
+def test_an_array_seen_before_is_judged_again_when_it_comes_back(tmp_path: Path) -> None:
+    mdstat = tmp_path / "mdstat"
+    check = RaidCheck("raid", RaidCheck.Config(path=mdstat), timeout=5.0,
+                      context=CheckContext(clock=SystemClock(), state={"seen": ["md0"]}))
+    mdstat.write_text((FIXTURES / "raid1-failed-spare.txt").read_text())
+
+    results = {r.target: r.status for r in check.execute()}
+
+    assert results == {"md1": Status.WARNING, "md0": Status.OK}
+
+
 def test_an_unreadable_mdstat_is_unknown(tmp_path: Path) -> None:
     [result] = run(tmp_path)  # a directory: read fails with EISDIR
 

@@ -21,12 +21,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pydantic
 import pytest
 
 import checks
 from agent.clock import SystemClock
 from agent.config import load_config
+from agent.runner import grace
 from agent.secrets import Redactor
 from agent.service import build_check
 from checks.base import CheckContext, LocalResources, Result, Status
@@ -113,13 +115,16 @@ def test_a_systemctl_that_cannot_reach_systemd_is_unknown_with_its_own_words(
 
 # -- systemctl show output (stand-in script: no systemd can run here) ----------------------
 
+# The units directory is written into the script: commands do not get the agent's
+# (here pytest's) environment.
 STAND_IN = """\
 #!/bin/sh
-# Stand-in for systemctl: prints $KANSHI_UNITS/<unit> and records its arguments.
-echo "$@" >> "$KANSHI_UNITS/argv"
+# Stand-in for systemctl: prints UNITS/<unit> and records its arguments.
+UNITS='{units}'
+echo "$@" >> "$UNITS/argv"
 for unit; do :; done
-if [ "$(cat "$KANSHI_UNITS/$unit")" = HANG ]; then exec sleep 30; fi
-cat "$KANSHI_UNITS/$unit"
+if [ "$(cat "$UNITS/$unit")" = HANG ]; then exec sleep 30; fi
+cat "$UNITS/$unit"
 """
 
 
@@ -147,10 +152,9 @@ def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSystemd:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     script = bin_dir / "systemctl"
-    script.write_text(STAND_IN)
+    script.write_text(STAND_IN.format(units=fake.units))
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("KANSHI_UNITS", str(fake.units))
     return fake
 
 
@@ -334,6 +338,52 @@ def test_a_hung_status_command_is_killed_with_its_children() -> None:
     wait_for(lambda: subprocess.run(["pgrep", "-f", f"sleep 30 {marker}"],
                                     capture_output=True).returncode == 1,
              timeout=10, what="the status command's children to be gone")
+
+
+@pytest.mark.real
+def test_a_hung_status_command_is_killed_with_a_child_that_left_its_group(
+        tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    script = f"setsid sleep 30 & echo $! > {pidfile}; sleep 30"
+
+    result = only(check(timeout=1.0, status_command=["sh", "-c", script]))
+
+    child = int(pidfile.read_text())
+    assert result.status is Status.UNKNOWN
+    assert "did not finish within the check's timeout (1 s) and was killed" in result.message
+    assert result.duration < 1.0 + grace(1.0)  # within what the agent waits for a run
+    wait_for(lambda: gone(child), timeout=10, what="the setsid child to be killed")
+
+
+def gone(pid: int) -> bool:
+    """Ended: no such process, or a zombie waiting for init to reap it."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("option", ["status_command", "systemctl"])
+def test_commands_do_not_see_the_agents_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: str) -> None:
+    # The agent's environment holds the values behind the config's ${…} secrets.
+    monkeypatch.setenv("KANSHI_DB_PASSWORD", "env-Secret-Value-42")
+    dump = tmp_path / "env"
+    script = tmp_path / "dump-env"
+    script.write_text(f"#!/bin/sh\nenv > {dump}\necho ActiveState=active\n")
+    script.chmod(0o755)
+    marker = tmp_path / "run-systemd-system"
+    marker.mkdir()
+    options = {"status_command": [str(script)]} if option == "status_command" \
+        else {"units": ["nginx"], "systemctl": str(script)}
+
+    result = only(check(marker, **options))
+
+    assert result.status is Status.OK
+    seen = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
+    assert "KANSHI_DB_PASSWORD" not in seen
+    assert "env-Secret-Value-42" not in dump.read_text()
+    assert (seen["PATH"], seen["LC_ALL"]) == (os.environ["PATH"], "C")
 
 
 def test_the_loader_builds_it_from_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,14 +42,17 @@ _LINE = re.compile(r"^(?P<ident>[^\[:\s]+)(\[(?P<pid>\d+)\])?: (?P<message>.*)$"
 class Runs:
     """Runs of one configured check sharing state through JSON, as the agent keeps it."""
 
-    def __init__(self, clock: Any = None, timeout: float = 60.0, **options: Any) -> None:
+    def __init__(self, clock: Any = None, timeout: float = 60.0,
+                 scrub: Redactor | None = None, **options: Any) -> None:
         self.config = SyslogCheck.Config.model_validate(options)
         self.clock = clock or SystemClock()
         self.timeout = timeout
+        self.scrub = scrub or Redactor()
         self.saved = "{}"
 
     def run(self) -> dict[str, Result]:
-        context = CheckContext(clock=self.clock, state=json.loads(self.saved))
+        context = CheckContext(clock=self.clock, state=json.loads(self.saved),
+                               scrub=self.scrub)
         check = SyslogCheck("syslog", self.config, timeout=self.timeout, context=context)
         results = check.execute()
         self.saved = json.dumps(context.state)
@@ -328,6 +331,25 @@ def test_evidence_is_capped_per_class(syslog: Path) -> None:
 
     assert len(evidence(result)) == 2 and "… and 4 more" in result.message
     assert result.metrics["matches"] == 6
+
+
+def test_a_secret_in_a_log_line_is_masked_in_the_evidence_and_the_state(syslog: Path) -> None:
+    secret = "syslog-Secret-Pass-42"
+    clock = FrozenClock()
+    runs = file_runs(syslog, clock=clock, scrub=Redactor([secret]))
+    write_lines(syslog, [f"kernel: Out of memory: Killed process 7 (java -Dpw={secret})",
+                         # straddling the evidence cut: no half of it may stay
+                         "kernel: Out of memory: Killed process 8 (" + "x" * 200 + f" {secret})"])
+
+    result = runs.run()["oom"]
+    clock.advance(60)
+    held = runs.run()["oom"]
+
+    assert result.status is held.status is Status.CRITICAL
+    assert evidence(result)[0] == (f"{STAMP}kernel: Out of memory: Killed process 7 "
+                                   "(java -Dpw=********)")
+    for text in (result.message, held.message, runs.saved):
+        assert secret[:8] not in text
 
 
 # -- holding a class until an hour passes without new lines -----------------------------------

@@ -4,6 +4,8 @@
   every request and answers from a programmable queue of :class:`Reply`.
 * :class:`RawTcpServer` — a TCP listener that answers with fixed bytes (garbage
   instead of HTTP) or never speaks at all (a hung peer).
+* :class:`SilentListener` — a port whose accept queue is full, so a connect to it
+  times out as to a host behind a firewall that drops packets.
 * :class:`LoopbackTLS` — a throwaway trustme CA and a certificate for
   127.0.0.1/localhost; the SMTP test server uses it too.
 
@@ -77,12 +79,20 @@ class LoopbackTLS:
 
 @dataclass(frozen=True)
 class Reply:
-    """What the server answers to one request; ``delay`` seconds before answering."""
+    """What the server answers to one request; ``delay`` seconds before answering.
+
+    ``head_drip`` / ``body_drip``: seconds between the bytes of the status line and
+    headers / of the body, sent one at a time (a server trickling its answer).
+    ``length=False`` sends no Content-Length: the body ends when the connection closes.
+    """
 
     status: int = 200
     body: bytes | str = b""
     headers: Mapping[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    head_drip: float = 0.0
+    body_drip: float = 0.0
+    length: bool = True
 
 
 @dataclass(frozen=True)
@@ -114,14 +124,36 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, reply: Reply) -> None:
         body = reply.body.encode() if isinstance(reply.body, str) else reply.body
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        if "content-length" not in {name.lower() for name in reply.headers}:
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
+        headers = dict(reply.headers)
+        if reply.length and "content-length" not in {name.lower() for name in headers}:
+            headers["Content-Length"] = str(len(body))
+        if not reply.length:
+            self.close_connection = True
+        if reply.head_drip:
+            self._drip(self._head(reply.status, headers), reply.head_drip)
+        else:
+            self.send_response(reply.status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self._drip(body, reply.body_drip)
+
+    def _head(self, status: int, headers: dict[str, str]) -> bytes:
+        reason = self.responses.get(status, ("",))[0]
+        lines = [f"{self.protocol_version} {status} {reason}",
+                 *(f"{name}: {value}" for name, value in headers.items())]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _drip(self, data: bytes, pause: float) -> None:
+        """Write ``data``, one byte every ``pause`` seconds when ``pause`` is set."""
+        if not pause:
+            self.wfile.write(data)
+            return
+        for byte in data:
+            if self.server.owner._stopping.wait(pause):
+                return
+            self.wfile.write(bytes([byte]))
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 
@@ -288,3 +320,32 @@ class RawTcpServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class SilentListener:
+    """A port on ``host`` where connecting times out: its accept queue is full.
+
+    It listens with a backlog of 0, lets one connection in and never accepts it;
+    the kernel then drops further SYNs (no RST), so a client's ``connect()`` waits
+    until its own timeout — what a firewall that drops packets does, with no
+    system change. ``host`` may be ``::1``; two listeners can share one ``port``.
+    """
+
+    def __init__(self, host: str = HOST, port: int = 0) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.host = host
+        self._listener = socket.socket(family, socket.SOCK_STREAM)
+        self._listener.bind((host, port))
+        self._listener.listen(0)
+        self.port = int(self._listener.getsockname()[1])
+        self._filler = socket.create_connection((host, self.port), timeout=5)
+
+    def close(self) -> None:
+        self._filler.close()
+        self._listener.close()
+
+    def __enter__(self) -> SilentListener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
