@@ -28,8 +28,10 @@ logger = logging.getLogger(__name__)
 
 #: Notices that tell someone about a problem…
 PROBLEM_NOTICES = frozenset({"problem", "change", "flapping_start"})
+#: …notices that told someone first (an escalation can be the first word)…
+TOLD = PROBLEM_NOTICES | {"escalation", "emergency"}
 #: …and those that only make sense after one of them.
-FOLLOW_UPS = frozenset({"recovery", "flapping_stop", "vanished", "reminder", "escalation"})
+FOLLOW_UPS = frozenset({"recovery", "flapping_stop", "vanished", "reminder"})
 
 
 class IncidentManager:
@@ -129,7 +131,8 @@ class IncidentManager:
                             message="first failed result")
         event = incidents.add_event(incident_id, t.confirmed_at, "confirmed", status=t.new,
                                     message=result.message,
-                                    data={"attempts": spec.max_attempts})
+                                    data={"attempts": spec.max_attempts,
+                                          "severity": spec.severity})
         incident = incidents.get(incident_id)
         assert incident is not None
         logger.warning("incident #%d opened: %s %s %s — %s", incident_id, spec.name,
@@ -172,7 +175,8 @@ class IncidentManager:
         event = incidents.add_event(incident.id, at, "flapping_started", status=status,
                                     message=f"{step.flap_percent:.0f}% of recent results "
                                             "changed status",
-                                    data={"percent": round(step.flap_percent, 1)})
+                                    data={"percent": round(step.flap_percent, 1),
+                                          "severity": spec.severity})
         self._notify(spec, incident, "flapping_start", status, incident.status, result.message,
                      at, event, flap_percent=step.flap_percent)
         return True
@@ -221,12 +225,14 @@ class IncidentManager:
         self.outbox.enqueue(fields, spec.notify, event_id=event_id)
 
     def notice(self, incident: Incident, kind: str, channels: list[str], message: str,
-               at: datetime, event_id: int, **extra: Any) -> bool:
+               at: datetime, event_id: int, status: Status | None = None,
+               **extra: Any) -> bool:
         """Queue a policy notice (escalation, reminder…) unless suppressed."""
         if self._suppressed(incident, kind, at):
             return False
-        fields = self._fields(incident, kind, incident.status, incident.status, message, at,
-                              **extra)
+        fields = self._fields(incident, kind, incident.status if status is None else status,
+                              incident.status,
+                              message, at, **extra)
         return bool(self.outbox.enqueue(fields, channels, event_id=event_id))
 
     def _suppressed(self, incident: Incident, kind: str, at: datetime) -> bool:
@@ -235,21 +241,23 @@ class IncidentManager:
         window = None
         if self.maintenance is not None:
             window = self.maintenance.active(incident.check, incident.target, at)
-        if window is not None:
-            reason = f"maintenance window {window.name}"
-        elif kind in FOLLOW_UPS and not self.was_notified(incident.id):
-            reason = "the problem itself was never notified"
-        else:
-            return False
-        self.store.incidents.add_event(incident.id, at, "notice_suppressed",
-                                       message=f"{kind} notice not sent: {reason}",
-                                       data={"kind": kind, "reason": reason})
-        return True
+        if window is not None:  # held: released when the window ends (agent.policy.watch)
+            self.store.incidents.add_event(
+                incident.id, at, "notice_held", message=f"{kind} notice held: maintenance "
+                                                        f"window {window.name}",
+                data={"kind": kind, "window": window.name})
+            return True
+        if kind in FOLLOW_UPS and not self.was_notified(incident.id):
+            self.store.incidents.add_event(
+                incident.id, at, "notice_suppressed",
+                message=f"{kind} notice not sent: the problem itself was never notified",
+                data={"kind": kind})
+            return True
+        return False
 
     def was_notified(self, incident_id: int) -> bool:
-        """Was a problem notice of this incident ever queued?"""
-        return any(n.kind in PROBLEM_NOTICES
-                   for n in self.store.notifications.for_incident(incident_id))
+        """Was anyone ever told of this incident's problem?"""
+        return any(n.kind in TOLD for n in self.store.notifications.for_incident(incident_id))
 
     def _fields(self, incident: Incident, kind: str, status: Status, previous: Status,
                 message: str, at: datetime, **extra: Any) -> dict[str, Any]:

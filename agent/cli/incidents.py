@@ -108,6 +108,8 @@ def _ack(args: argparse.Namespace, config: Config, store: Store) -> int:
 def _severity(args: argparse.Namespace, config: Config, store: Store) -> int:
     incident = _get(store, args.id)
     who = args.by or login_name()
+    if not incident.is_open:
+        fail(f"incident #{incident.id} is resolved: its record is final", 1)
     if incident.severity == args.to:
         fail(f"incident #{incident.id} already has severity {args.to}", 1)
     now = datetime.now(UTC)

@@ -27,6 +27,9 @@ def maintenance(args: argparse.Namespace) -> int:
 def _add(args: argparse.Namespace, config: Config, store: Store) -> int:
     now = datetime.now(UTC)
     start = parse_moment(args.start, config, now)
+    if start < now:
+        echo("note: a window cannot cover the past; it starts now", err=True)
+        start = now
     end = _end_of(args, config, start, now)
     who = args.by or login_name()
     targets = tuple(args.target)

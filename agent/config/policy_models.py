@@ -165,11 +165,11 @@ class MaintenanceSettings(Model):
 
 
 def _check_cron(expression: str) -> None:
-    from apscheduler.triggers.cron import CronTrigger
+    from croniter import croniter
 
     try:
-        CronTrigger.from_crontab(expression)
-    except ValueError as exc:
+        croniter(expression)
+    except (ValueError, KeyError) as exc:
         raise PydanticCustomError("kanshi", "expected a crontab expression such as "
                                             "'0 2 * * sun', got \"{v}\" ({e})",
                                   {"v": expression, "e": str(exc)}) from None

@@ -81,16 +81,38 @@ class Contract:
 
     def _first_response(self, incident: Incident, events: Sequence[Event], now: datetime,
                         math: ClockMath, risk: float) -> ClockResult:
-        target = self.config.root.severities.get(incident.severity)  # type: ignore[call-overload]
+        """The severity's first-response target, with the severity in force over time
+        (from the timeline): lowering it after the target was missed cannot unmiss it."""
+        acked = _first(events, "acknowledged")
+        severity = self._initial_severity(incident, events)
+        for change in (e for e in events if e.kind == "severity_changed"):
+            if acked is not None and acked <= change.at:
+                break
+            before = self._response_clock(incident, severity, acked, change.at, math, risk)
+            if before.state == "breached":
+                return before
+            severity = str(change.data.get("to", severity))
+        return self._response_clock(incident, severity, acked, now, math, risk)
+
+    def _response_clock(self, incident: Incident, severity: str, acked: datetime | None,
+                        now: datetime, math: ClockMath, risk: float) -> ClockResult:
+        target = self.config.root.severities.get(severity)  # type: ignore[call-overload]
         if target is None:
             return ClockResult("first_response", None, None, (), timedelta(0), ())
         amount = target.first_response
         if incident.check in self.cloud_checks and target.cloud_first_response is not None:
             amount = target.cloud_first_response
         budget = Budget(timedelta(seconds=amount), business=target.worked == "business")
-        acked = _first(events, "acknowledged")
         return clock("first_response", incident.opened_at, acked, now,
-                     [(f"severity {incident.severity}", budget)], math, risk)
+                     [(f"severity {severity}", budget)], math, risk)
+
+    @staticmethod
+    def _initial_severity(incident: Incident, events: Sequence[Event]) -> str:
+        for event in events:
+            if event.kind in ("confirmed", "flapping_started") and "severity" in event.data:
+                return str(event.data["severity"])
+        changes = [e for e in events if e.kind == "severity_changed"]
+        return str(changes[0].data.get("from")) if changes else incident.severity
 
     # -- exclusions ----------------------------------------------------------------
 

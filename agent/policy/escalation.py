@@ -37,12 +37,18 @@ class Step:
         return "reminder" if self.repeat else "escalation"
 
 
-def plan(chain: EscalationChain, confirmed_at: datetime,
-         emergency: Sequence[str] = ()) -> Iterator[Step]:
-    """Every step of ``chain`` for an incident confirmed at ``confirmed_at``."""
+def plan(chain: EscalationChain, start: datetime,
+         emergency: Sequence[tuple[datetime, str]] = ()) -> Iterator[Step]:
+    """Every step of ``chain`` for a problem told at ``start``, in time order;
+    ``emergency`` gives when the emergency contacts are called (if they are)."""
+    steps = list(_levels(chain, start))
     if emergency:
-        yield Step(-1, 0, confirmed_at, tuple(emergency))
-    at = confirmed_at
+        steps.append(Step(-1, 0, emergency[0][0], tuple(name for _, name in emergency)))
+    yield from sorted(steps, key=lambda s: (s.at, s.level))
+
+
+def _levels(chain: EscalationChain, start: datetime) -> Iterator[Step]:
+    at = start
     for index, level in enumerate(chain.levels):
         yield Step(index, 0, at, level.contacts)
         if level.repeat is None:

@@ -12,7 +12,7 @@ import fnmatch
 import zoneinfo
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from agent.config.policy_models import MaintenanceSettings
 from agent.policy.clocks import Interval
@@ -90,22 +90,27 @@ class MaintenanceSchedule:
         days = {WEEKDAY_NUMBERS[d] for d in s.every.days}
         while datetime.combine(day, s.every.start, tzinfo=zone) < last:
             if day.weekday() in days:
-                start = datetime.combine(day, s.every.start, tzinfo=zone)
-                yield Window(s.name, s.targets, start, start + length, s.reason)
+                yield _window(s, datetime.combine(day, s.every.start, tzinfo=zone), length)
             day += timedelta(days=1)
 
     @staticmethod
     def _cron(s: MaintenanceSettings, zone: zoneinfo.ZoneInfo, first: datetime,
               last: datetime) -> Iterator[Window]:
-        from apscheduler.triggers.cron import CronTrigger
+        # croniter follows crontab(5): 0 and 7 are Sunday, and a day-of-month and a
+        # day-of-week both given match either (APScheduler's from_crontab does neither).
+        from croniter import croniter
 
         assert s.cron is not None and s.duration is not None
-        trigger = CronTrigger.from_crontab(s.cron, timezone=zone)
         length = timedelta(seconds=s.duration)
-        moment: datetime | None = trigger.get_next_fire_time(None, first - length)
-        while moment is not None and moment < last:
-            yield Window(s.name, s.targets, moment, moment + length, s.reason)
-            moment = trigger.get_next_fire_time(moment, moment + timedelta(seconds=1))
+        schedule = croniter(s.cron, (first - length).astimezone(zone))
+        while (moment := schedule.get_next(datetime)) < last:
+            yield _window(s, moment, length)
+
+
+def _window(s: MaintenanceSettings, start: datetime, length: timedelta) -> Window:
+    """A window of real ``length``: added in UTC, so a DST change cannot stretch it."""
+    begin = start.astimezone(UTC)
+    return Window(s.name, s.targets, begin, begin + length, s.reason)
 
 
 def _aware(moment: datetime, zone: zoneinfo.ZoneInfo) -> datetime:

@@ -58,7 +58,10 @@ class MaintenanceStore:
 
 
 def _window(row: Any) -> StoredWindow:
-    start, planned_end = parse_ts(row["starts_at"]), parse_ts(row["ends_at"])
+    # A window covers no time before it was made: the past cannot be re-labelled
+    # maintenance after the fact (it would rewrite SLA results).
+    start = max(parse_ts(row["starts_at"]), parse_ts(row["created_at"]))
+    planned_end = parse_ts(row["ends_at"])
     ended = row["ended_at"]
     end = min(parse_ts(ended), planned_end) if ended else planned_end
     return StoredWindow(row["id"], tuple(json.loads(row["targets"])), start, max(start, end),

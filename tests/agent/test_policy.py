@@ -6,7 +6,7 @@ policy → outbox); only the monitored system is scripted.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from agent.policy.contract import Contract
@@ -257,7 +257,8 @@ def test_nothing_is_notified_during_maintenance_but_results_are_recorded(
         minute(agent, "web")
     assert kinds() == [], "opened and recovered inside the window: nobody is told"
     events = [e.kind for e in agent.store.incidents.events(1)]
-    assert events.count("notice_suppressed") == 2
+    assert events.count("notice_held") == 2
+    assert "notice_released" in events, "the window ended; nothing was owed to anyone"
     assert len(agent.store.checks.history("web", "a", jst(2026, 11, 16, 10, 0))) == 40
 
 
@@ -272,7 +273,7 @@ def test_an_incident_still_open_when_the_window_ends_is_notified_then(
         minute(agent, "web")
     assert kinds() == ["problem"]
     (problem,) = RecordingNotifier.sent["pager"]
-    assert "began during a maintenance window" in problem.message
+    assert "began during maintenance window patching; still open after it" in problem.message
     assert datetime.fromisoformat(problem.at).astimezone(JST) == jst(2026, 11, 16, 10, 30)
 
 
@@ -281,9 +282,17 @@ def test_a_window_added_by_an_operator_silences_its_target(
     scripted["web"] = Script({"a": C, "b": C})
     agent = frozen_agent(BASE, jst(2026, 11, 16, 10, 0))
     agent.store.maintenance.add(("web/b",), jst(2026, 11, 16, 9, 0), jst(2026, 11, 16, 12, 0),
-                                "disk swap", "tanaka", datetime.now(UTC))
+                                "disk swap", "tanaka", jst(2026, 11, 16, 9, 0))
     minute(agent, "web")
     assert [a.target for a in RecordingNotifier.sent["pager"]] == ["a"]
+
+
+def change_severity(agent: Agent, to: str) -> None:
+    incident = agent.store.incidents.get(1)
+    assert incident is not None
+    agent.store.incidents.add_event(1, agent.clock.now(), "severity_changed", actor="op",
+                                    data={"from": incident.severity, "to": to})
+    agent.store.incidents.update(1, severity=to)
 
 
 def test_an_operator_can_change_the_severity_and_the_clocks_follow(
@@ -291,9 +300,37 @@ def test_an_operator_can_change_the_severity_and_the_clocks_follow(
     scripted["web"] = Script({"a": C})
     agent = frozen_agent(BASE, jst(2026, 11, 16, 10, 0))
     minute(agent, "web")
-    agent.store.incidents.update(1, severity="A")
+    change_severity(agent, "A")
     assert clocks_of(agent)["first_response"].deadlines[0].label == "severity A"
     assert clocks_of(agent)["first_response"].deadlines[0].due == jst(2026, 11, 16, 11, 0)
+
+
+def test_lowering_the_severity_after_a_miss_does_not_unmiss_it(
+        frozen_agent: MakeAgent, scripted: dict[str, Script]) -> None:
+    scripted["web"] = Script({"a": C})
+    agent = frozen_agent(BASE.replace("max_attempts: 1", "max_attempts: 1, severity: A"),
+                         jst(2026, 11, 21, 2, 0))     # Saturday night, severity A: 1 h 24/7
+    minute(agent, "web")
+    agent.clock.advance(2 * 3600)  # type: ignore[attr-defined]   # 04:01: missed at 03:00
+    change_severity(agent, "C")                                  # C: 4 business hours
+    agent.clock.advance(3 * 86400)  # type: ignore[attr-defined]
+    agent.store.incidents.add_event(1, agent.clock.now(), "acknowledged", actor="op")
+    response = clocks_of(agent)["first_response"]
+    assert response.state == "breached"
+    assert response.deadlines[0].label == "severity A"
+
+
+def test_an_operator_window_cannot_cover_the_past(
+        frozen_agent: MakeAgent, scripted: dict[str, Script]) -> None:
+    scripted["web"] = Script({"a": C})
+    agent = frozen_agent(BASE, jst(2026, 11, 16, 10, 0))
+    RecordingNotifier.failures["pager"] = NotifierError("down")
+    for _ in range(70):
+        minute(agent, "web")
+    assert clocks_of(agent)["first_notice"].state == "breached"
+    agent.store.maintenance.add(("web",), jst(2026, 11, 16, 9, 0), jst(2026, 11, 16, 12, 0),
+                                "after the fact", "mallory", agent.clock.now())
+    assert clocks_of(agent)["first_notice"].state == "breached"
 
 
 def test_a_clock_that_starts_at_the_next_business_time(
@@ -311,3 +348,71 @@ clocks:
     assert failure.started == jst(2026, 11, 24, 9, 30)
     assert [d.due for d in failure.deadlines] == [jst(2026, 11, 24, 10, 30),
                                                  jst(2026, 11, 24, 12, 30)]
+
+
+def test_a_recovery_held_by_a_window_is_sent_when_the_window_ends(
+        frozen_agent: MakeAgent, scripted: dict[str, Script]) -> None:
+    # Told at 09:55; the window 10:00-10:30 holds the recovery (10:10); it goes at 10:30.
+    scripted["web"] = Script(*([{"a": C}] * 15 + [{"a": OK}]))
+    agent = frozen_agent(MAINTENANCE, jst(2026, 11, 16, 9, 55))
+    for _ in range(40):
+        minute(agent, "web")
+    assert kinds() == ["problem", "recovery"]
+    recovery = RecordingNotifier.sent["pager"][1]
+    assert datetime.fromisoformat(recovery.at).astimezone(JST) == jst(2026, 11, 16, 10, 30)
+    assert recovery.status == "OK" and recovery.outage_seconds == 15 * 60
+    assert "recovered during maintenance window patching" in recovery.message
+
+
+def test_escalation_counts_from_when_the_problem_was_told_not_from_the_window(
+        frozen_agent: MakeAgent, scripted: dict[str, Script]) -> None:
+    scripted["web"] = Script({"a": C})
+    config = escalation_config() + """
+maintenance:
+  - {name: patching, targets: ["web/a"], start: "2026-11-16 10:00", end: "2026-11-16 11:00"}
+"""
+    agent = frozen_agent(config, jst(2026, 11, 16, 10, 5))
+    for _ in range(60):
+        minute(agent, "web")
+    assert kinds("tanaka-phone") == ["escalation"], "level 1 first, at 11:00 - not the boss"
+    assert kinds("suzuki-phone") == []
+
+
+def test_the_emergency_contact_is_called_when_the_office_closes_on_an_open_incident(
+        frozen_agent: MakeAgent, scripted: dict[str, Script]) -> None:
+    scripted["web"] = Script({"a": C})
+    agent = frozen_agent(escalation_config().replace("repeat: 10m, times: 2",
+                                                     "repeat: 4h, times: 9"),
+                         jst(2026, 11, 16, 17, 20))   # Monday; closes 17:30
+    for _ in range(15):
+        minute(agent, "web")
+    assert kinds("night-line") == ["emergency"]
+    (call,) = RecordingNotifier.sent["night-line"]
+    assert datetime.fromisoformat(call.at).astimezone(JST) == jst(2026, 11, 16, 17, 30)
+
+
+def test_a_cron_window_on_sunday_is_on_sunday(frozen_agent: MakeAgent,
+                                               scripted: dict[str, Script]) -> None:
+    scripted["web"] = Script({"a": C})
+    agent = frozen_agent(BASE + """
+maintenance:
+  - {name: backup, targets: ["*"], cron: "0 2 * * 0", duration: 1h}
+""", jst(2026, 11, 16, 10, 0))
+    windows = agent.contract.maintenance.windows(jst(2026, 11, 16), jst(2026, 11, 30))
+    assert [w.start.astimezone(JST) for w in windows] == [jst(2026, 11, 22, 2, 0),
+                                                           jst(2026, 11, 29, 2, 0)]
+
+
+def test_every_deadline_of_a_clock_gets_its_own_at_risk_and_breach_events(
+        frozen_agent: MakeAgent, scripted: dict[str, Script]) -> None:
+    scripted["web"] = Script({"a": C})
+    agent = frozen_agent(BASE, jst(2026, 11, 16, 10, 0))
+    RecordingNotifier.failures["pager"] = NotifierError("down")
+    for _ in range(65):
+        minute(agent, "web")
+    marks = [(e.kind, e.data.get("deadline")) for e in agent.store.incidents.events(1)
+             if e.kind.startswith("clock_") and e.data.get("clock") == "first_notice"]
+    assert marks == [("clock_at_risk", "SLO"), ("clock_breached", "SLO"),
+                     ("clock_at_risk", "SLA"), ("clock_breached", "SLA")]
+    at_risk = next(e for e in agent.store.incidents.events(1) if e.kind == "clock_at_risk")
+    assert at_risk.message == "first_notice SLO at risk (due 2026-11-16 10:30 JST)"
