@@ -9,7 +9,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.clock import SystemClock
@@ -31,6 +31,9 @@ from agent.secrets import Redactor
 from agent.store import Store, open_store
 from checks.base import Check, CheckContext, Clock, LocalResources, Result, Status
 from notifiers.base import Notifier
+
+if TYPE_CHECKING:
+    from checks.aws.publish import CloudWatchPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ class Agent:
         self.reserve = SpaceReserve(config.state_dir)
         self.lock = StateLock(config.state_dir)
         self.runner = CheckRunner(self.clock)
+        self.publisher = _build_publisher(config)
         self.scheduler = CheckScheduler(self.run_check, workers=config.root.scheduler.workers,
                                         spread=config.root.scheduler.spread)
         self._run_id: int | None = None
@@ -159,6 +163,8 @@ class Agent:
             memory = json.dumps(check.context.state, sort_keys=True, default=str)
             results = self.runner.run(check, spec.timeout)
             soft = self._process_or_spill(spec, results)
+            if self.publisher is not None and spec.type_name in PUBLISHED_TYPES:
+                self.publisher.publish(results)  # never raises; logs why it could not
             if json.dumps(check.context.state, sort_keys=True, default=str) != memory:
                 self.store.checks.kv_save(name, dict(check.context.state))
         except Exception:  # the store or a bug: log it, keep the schedule alive
@@ -276,3 +282,16 @@ def _attempt(what: str, action: Callable[[], object]) -> None:
 
 def _build_notifiers(config: Config) -> dict[str, Notifier]:
     return {spec.name: spec.cls(spec.name, spec.config) for spec in config.enabled_notifiers}
+
+
+#: Check types whose results the CloudWatch publisher sends (memory/swap, disk).
+PUBLISHED_TYPES = frozenset({"memory", "disk"})
+
+
+def _build_publisher(config: Config) -> CloudWatchPublisher | None:
+    settings = config.root.cloudwatch_publish
+    if settings is None or not settings.enabled:
+        return None
+    from checks.aws.publish import CloudWatchPublisher  # boto3 only when configured
+
+    return CloudWatchPublisher(settings)

@@ -28,4 +28,8 @@ REGISTRY: dict[str, str] = {
     "imap": "checks.mailbox:ImapCheck",
     "logfile": "checks.logfile:LogfileCheck",
     "syslog": "checks.syslog:SyslogCheck",
+    "cloudwatch": "checks.cloudwatch:CloudWatchCheck",
+    "ec2_status": "checks.ec2_status:Ec2StatusCheck",
+    "ec2_events": "checks.ec2_status:Ec2EventsCheck",
+    "aws_health": "checks.aws_health:AwsHealthCheck",
 }

@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_runbook_parser(sub, _config_option)
 
+    from agent.cli.aws import add_parser as add_aws_parser
+
+    add_aws_parser(sub)
+
     report = sub.add_parser("report", help="failure, post-incident and monthly reports")
     _config_option(report)
     r_sub = report.add_subparsers(dest="report_command", required=True, metavar="KIND")
@@ -152,6 +156,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "report":
         from agent.cli.report import report
         return report(args)
+    if args.command == "aws":
+        from agent.cli.aws import aws
+        return aws(args)
     from agent.cli.incidents import incidents
     return incidents(args)
 

@@ -117,6 +117,7 @@ def _cloudwatch_row(spec: CheckSpec, region: str, watches: list[Any],
                     listing_calls: int) -> tuple[_Row, int]:
     from checks.aws.collect import MAX_QUERIES
     from checks.aws.cost import monthly
+    from checks.aws.setup import alarmable
 
     measured = [w for w in watches if w.verdict is None and w.item.source != "lightsail"]
     by_period: dict[int, set[Any]] = {}
@@ -129,10 +130,10 @@ def _cloudwatch_row(spec: CheckSpec, region: str, watches: list[Any],
     listing_per_run = listing_calls * spec.interval / discovery
     month = monthly(queries, listing_per_run, spec.interval)
     account = spec.config.accounts[0].name  # type: ignore[attr-defined]
-    alarms = sum(1 for w in watches if w.item.alarm and w.dim_sets and len(w.dim_sets) == 1
-                 and not w.item.divide_by and w.item.source != "lightsail")
-    return _Row(spec.name, account, region, len({w.resource for w in watches if w.resource}),
-                queries, calls, spec.interval, month.metrics, month.requests, month.usd), alarms
+    alarms = sum(1 for w in watches if alarmable(w))
+    resources = len({(w.resource.component, w.resource.id) for w in watches if w.resource})
+    return _Row(spec.name, account, region, resources, queries, calls, spec.interval,
+                month.metrics, month.requests, month.usd), alarms
 
 
 def _cells(row: _Row) -> tuple[object, ...]:

@@ -94,7 +94,10 @@ class Config:
     def secrets(self) -> set[str]:
         """Every secret value in the config, for scrubbing logs and messages."""
         found: set[str] = set()
-        for model in [c.config for c in self.checks] + [n.config for n in self.notifiers]:
+        models: list[Any] = [c.config for c in self.checks] + [n.config for n in self.notifiers]
+        if self.root.cloudwatch_publish is not None:
+            models.append(self.root.cloudwatch_publish)
+        for model in models:
             found.update(_secret_values(model))
         return {s for s in found if s}
 

@@ -27,6 +27,7 @@ from agent.config.policy_models import (
     SeverityTarget,
     default_severities,
 )
+from checks.aws.publish import PublishSettings
 from checks.types import Duration
 
 
@@ -132,6 +133,8 @@ class RootConfig(Model):
     escalation: tuple[EscalationChain, ...] = ()
     maintenance: tuple[MaintenanceSettings, ...] = ()
     runbooks: RunbookSettings = RunbookSettings()
+    #: Publish memory/swap/disk results to CloudWatch under the CloudWatch agent's names.
+    cloudwatch_publish: PublishSettings | None = None
 
 
 class RunbookRef(Model):
