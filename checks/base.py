@@ -15,7 +15,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
@@ -172,7 +172,11 @@ class Check(ABC):
             logger.warning("check %s failed: %s", self.name, self.context.scrub(repr(exc)))
             results = [Result(Status.UNKNOWN, self.context.scrub(_describe(exc)))]
         duration = clock.monotonic() - t0
-        return [r.stamped(self.name, started, duration) for r in results]
+        # Every message is scrubbed here, whatever the check did: a server that echoes
+        # a password, a plugin that prints its token (the target names are config).
+        scrub = self.context.scrub
+        return [replace(r, message=scrub(r.message)).stamped(self.name, started, duration)
+                for r in results]
 
     def close(self) -> None:  # noqa: B027 — an optional hook, not an abstract method
         """Release what the check holds; the default holds nothing."""

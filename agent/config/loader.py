@@ -172,9 +172,22 @@ def _validate(path: Path, data: MarkedDict, issues: list[Issue]) -> Config | Non
     if root.runbooks.directories:
         root = root.model_copy(update={"runbooks": root.runbooks.model_copy(update={
             "directories": tuple(_absolute(d, root_dir) for d in root.runbooks.directories)})})
-    warnings = _warnings(path, check_specs, notifier_specs, data)
+    warnings = [*_warnings(path, check_specs, notifier_specs, data),
+                *_plan_warnings(path, root)]
     return Config(path, root, tuple(check_specs), tuple(notifier_specs), state_dir,
                   tuple(warnings))
+
+
+def _plan_warnings(path: Path, root: RootConfig) -> Iterator[Issue]:
+    """A contract that waits for someone the config never names."""
+    plan = root.plan
+    if (plan.automatic_recovery and plan.emergency_ack_outside_hours
+            and not root.business_hours.always
+            and not any(c.emergency for c in root.contacts)):
+        yield Issue(str(path), None, "plan.emergency_ack_outside_hours",
+                    "no contact has emergency: true — outside business hours automatic "
+                    "recovery waits for the emergency contact's acknowledgement, and nobody "
+                    "is asked for it")
 
 
 def _warnings(path: Path, checks: list[CheckSpec], channels: list[NotifierSpec],

@@ -56,7 +56,7 @@ class Contract:
         results = [self._budgeted("first_notice", self.settings.first_notice,
                                   incident.opened_at, notified, now, math, risk),
                    self._budgeted("failure_report", self.settings.failure_report, notified,
-                                  _report(events, "failure"), now, math, risk),
+                                  _report(events), now, math, risk),
                    self._first_response(incident, events, now, math, risk)]
         post = self.settings.post_incident_report
         if post.enabled:
@@ -123,8 +123,14 @@ class Contract:
         if self.settings.exclude_maintenance:
             found += self.maintenance.intervals(incident.check, incident.target, start, end)
         if self.settings.exclude_agent_downtime:
-            found += agent_downtime(self.store.runs.between(start, now), now)
+            found += agent_downtime(self.store.runs.between(start, now), now, self.stale_after)
         return found
+
+    @property
+    def stale_after(self) -> timedelta:
+        """How long without a heartbeat before a run that never recorded its stop is
+        taken for dead (a crash, kill -9, a power cut): three missed heartbeats."""
+        return timedelta(seconds=3 * self.config.root.agent.heartbeat)
 
     # -- gates -------------------------------------------------------------------------
 
@@ -138,14 +144,21 @@ class Contract:
         return not any(e.kind == "acknowledged" and e.actor in emergency for e in events)
 
 
-def agent_downtime(runs: Sequence[AgentRun], now: datetime) -> list[Interval]:
-    """Gaps between agent runs: from a run's last sign of life to the next start."""
+def agent_downtime(runs: Sequence[AgentRun], now: datetime,
+                   stale_after: timedelta = timedelta(minutes=3)) -> list[Interval]:
+    """Gaps between agent runs: from a run's last sign of life to the next start, and
+    after the last run — stopped, or silent for longer than ``stale_after`` (it died
+    without recording a stop) — until ``now``."""
     ordered = sorted(runs, key=lambda r: r.started_at)
     gaps = [Interval(a.stopped_at or a.last_seen_at, b.started_at, "agent not running")
             for a, b in itertools.pairwise(ordered)
             if b.started_at > (a.stopped_at or a.last_seen_at)]
-    if ordered and ordered[-1].stopped_at is not None and ordered[-1].stopped_at < now:
-        gaps.append(Interval(ordered[-1].stopped_at, now, "agent not running"))
+    if ordered:
+        last = ordered[-1]
+        if last.stopped_at is not None and last.stopped_at < now:
+            gaps.append(Interval(last.stopped_at, now, "agent not running"))
+        elif last.stopped_at is None and now - last.last_seen_at > stale_after:
+            gaps.append(Interval(last.last_seen_at, now, "agent not answering (no heartbeat)"))
     return gaps
 
 
@@ -162,5 +175,8 @@ def _last(events: Sequence[Event], kind: str) -> datetime | None:
     return found[-1] if found else None
 
 
-def _report(events: Sequence[Event], report: str) -> datetime | None:
-    return _first(events, "report_sent", lambda e: e.data.get("report") == report)
+def _report(events: Sequence[Event], report: str | None = None) -> datetime | None:
+    """When a report (of kind ``report``; any kind when None) was first delivered. A
+    post-incident report sent first also answers the failure report: it says more."""
+    return _first(events, "report_sent",
+                  lambda e: report is None or e.data.get("report") == report)

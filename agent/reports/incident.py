@@ -71,8 +71,10 @@ def incident_report(config: Config, store: Store, incident: Incident, now: datet
 def _context(config: Config, store: Store, incident: Incident, events: list[Event],
              now: datetime, kind: str) -> dict[str, Any]:
     clocks = Contract(config, store).clocks(incident, events, now)
-    recovered = next((e.at for e in reversed(events) if e.kind == "recovered"), None)
-    evidence = store.checks.history(incident.check, incident.target, incident.opened_at)
+    recovered = recovery_time(incident, events)
+    evidence = [r for r in store.checks.history(incident.check, incident.target,
+                                                incident.opened_at)
+                if incident.resolved_at is None or r.at is None or r.at <= incident.resolved_at]
     return {
         "kind": kind, "incident": incident, "events": [e for e in events if e.kind in STORY],
         "clocks": clocks, "host": config.root.agent.name, "plan": config.root.plan.name,
@@ -82,3 +84,12 @@ def _context(config: Config, store: Store, incident: Incident, events: list[Even
         "notices": [n for n in store.notifications.for_incident(incident.id)
                     if n.state == "delivered"],
     }
+
+
+def recovery_time(incident: Incident, events: list[Event]) -> datetime | None:
+    """When the closed ``incident`` recovered: its last recovery that ended it — not
+    one of the quiet recoveries while it was flapping, nor any while it is open."""
+    if incident.is_open:
+        return None
+    return next((e.at for e in reversed(events)
+                 if e.kind == "recovered" and e.data.get("notified") is not False), None)

@@ -1,9 +1,13 @@
 """The monthly service report: incidents, clocks, availability, the agent's downtime.
 
-Availability per target is the share of the month (maintenance windows left
-out) without an open incident. The agent's own downtime is listed with the
-number of full 24-hour periods in each gap: NTT's service level (SPEC §2)
-refunds per full 24 h of unavailability.
+Availability per target is the share of the month, maintenance windows and the
+agent's own downtime left out (nobody was looking), during which the target's
+incident timeline said CRITICAL — from the first CRITICAL result until the
+status changed or recovery was confirmed. WARNING and UNKNOWN are not outage.
+The agent's own downtime is listed with the number of full 24-hour periods in
+each gap: NTT's service level (SPEC §2) refunds per full 24 h of
+unavailability, counted over the whole gap and credited to the month in which
+the gap ended (a gap still open at the month's end is credited when it ends).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from agent.policy.clocks import Interval
 from agent.policy.contract import Contract, agent_downtime
 from agent.reports.render import render_report
 from agent.store import Store
-from agent.store.incidents import Incident
+from agent.store.incidents import Event, Incident
+from checks.base import Status
 
 
 @dataclass(frozen=True)
@@ -58,16 +63,18 @@ def monthly_context(config: Config, store: Store, month: date, now: datetime) ->
     incidents = store.incidents.overlapping(first, until)
     opened = [i for i in incidents if i.opened_at >= first]
     runs = store.runs.between(first, until)
-    gaps = [c for g in agent_downtime(runs, until) if (c := _clip(g, first, until))]
+    whole = agent_downtime(runs, until, contract.stale_after)
+    gaps = [c for g in whole if (c := _clip(g, first, until))]
+    ended_here = [g for g in whole if first < g.end <= until and not g.end == until == last]
     return {
         "month": month, "first": first, "until": until, "host": config.root.agent.name,
         "plan": config.root.plan.name, "now": now,
         "by_severity": Counter(i.severity for i in opened), "opened": opened,
         "clocks": _clock_summary(contract, store, opened, now),
-        "availability": _availability(contract, store, incidents, first, until),
+        "availability": _availability(contract, store, incidents, gaps, first, until),
         "downtime": gaps,
         "downtime_total": sum((g.end - g.start).total_seconds() for g in gaps),
-        "full_days": sum(int((g.end - g.start) / timedelta(hours=24)) for g in gaps),
+        "full_days": sum(int((g.end - g.start) / timedelta(hours=24)) for g in ended_here),
     }
 
 
@@ -81,25 +88,45 @@ def _clock_summary(contract: Contract, store: Store, opened: list[Incident],
 
 
 def _availability(contract: Contract, store: Store, incidents: list[Incident],
-                  first: datetime, until: datetime) -> list[Availability]:
+                  downtime: list[Interval], first: datetime,
+                  until: datetime) -> list[Availability]:
     keys = {(r.check, r.target) for r in store.checks.latest()}
     keys |= {(i.check, i.target) for i in incidents}
     rows = []
     for check, target in sorted(keys):
-        windows = contract.maintenance.intervals(check, target, first, until)
-        counted = (until - first).total_seconds() - _covered(windows, first, until)
+        excluded = contract.maintenance.intervals(check, target, first, until) + downtime
+        counted = (until - first).total_seconds() - _covered(excluded, first, until)
         mine = [i for i in incidents if (i.check, i.target) == (check, target)]
-        outage = sum(_outage(i, windows, first, until) for i in mine)
+        spans = [_clip(p, first, until) for i in mine
+                 for p in critical_periods(store.incidents.events(i.id), until)]
+        outage = sum(_covered_by(span, excluded) for span in spans if span is not None)
         rows.append(Availability(check, target, outage, counted, len(mine)))
     return rows
 
 
-def _outage(incident: Incident, windows: list[Interval], first: datetime,
-            until: datetime) -> float:
-    span = _clip(Interval(incident.opened_at, incident.resolved_at or until, ""), first, until)
-    if span is None:
-        return 0.0
-    return (span.end - span.start).total_seconds() - _covered(windows, span.start, span.end)
+def critical_periods(events: list[Event], until: datetime) -> list[Interval]:
+    """When the timeline said CRITICAL: from each event that set it to the next event
+    that set another status (a change, or the confirmed recovery), else ``until``."""
+    periods: list[Interval] = []
+    since: datetime | None = None
+    for event in events:
+        if event.status is None:
+            continue
+        if event.status is Status.CRITICAL and since is None:
+            since = event.at
+        elif event.status is not Status.CRITICAL and since is not None:
+            if event.at > since:
+                periods.append(Interval(since, event.at, "critical"))
+            since = None
+    if since is not None and until > since:
+        periods.append(Interval(since, until, "critical"))
+    return periods
+
+
+def _covered_by(span: Interval, excluded: list[Interval]) -> float:
+    """Seconds of ``span`` outside every excluded interval."""
+    total = (span.end - span.start).total_seconds()
+    return total - _covered(excluded, span.start, span.end)
 
 
 def _covered(windows: list[Interval], first: datetime, last: datetime) -> float:

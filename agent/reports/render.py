@@ -56,15 +56,23 @@ def _environment() -> Any:
     return env
 
 
+#: Characters that make Markdown: emphasis, code, links, images, autolinks, HTML,
+#: tables. Check messages and names are not trusted markup (a log line can say
+#: anything), so each is backslash-escaped, which CommonMark allows for any ASCII
+#: punctuation.
+_MARKUP = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|~!"})
+
+
 def cell(value: object) -> str:
-    """Text safe inside a Markdown table cell (pipes escaped, one line)."""
-    return " ".join(str(value).split()).replace("|", "\\|") or "-"
+    """Text that stays text in Markdown: one line, markup characters escaped."""
+    return " ".join(str(value).split()).translate(_MARKUP) or "-"
 
 
 @functools.cache
 def _markdown() -> Any:
     # Imported here: only `kanshi report … --format html` needs it. "js-default"
-    # escapes raw HTML in the text (check messages are not trusted markup).
+    # escapes raw HTML in the text; links and images are switched off too: the
+    # templates use none, and a message must never become one.
     from markdown_it import MarkdownIt
 
-    return MarkdownIt("js-default").enable("table")
+    return MarkdownIt("js-default").enable("table").disable(["link", "image", "autolink"])

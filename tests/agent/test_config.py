@@ -12,6 +12,7 @@ import pytest
 
 import checks
 from agent.config import ConfigError, load_config
+from agent.config.models import RootConfig
 from agent.paths import REPO_CONFIG
 from checks.disk import DiskCheck
 
@@ -281,10 +282,8 @@ def test_a_secret_written_in_the_file_is_never_echoed_either(tmp_path: Path, ent
                  "bomb?)", id="alias-bomb"),
     pytest.param("x: " + "[" * 150 + "]" * 150 + "\n", "nested more than 100 levels deep",
                  id="deep-nesting"),
-    pytest.param('"x[1]": 1\n', "x[1]: unknown key 'x[1]' (allowed here: agent, "
-                 "business_hours, checks, clocks, contacts, defaults, escalation, include, "
-                 "maintenance, notifiers, outbox, plan, runbooks, scheduler, severities, "
-                 "store)",
+    pytest.param('"x[1]": 1\n', "x[1]: unknown key 'x[1]' (allowed here: "
+                 + ", ".join(sorted(RootConfig.model_fields)) + ")",
                  id="brackets-in-a-key"),
     pytest.param("defaults: {flapping: {high: 25, low: 75}}\n",
                  "defaults.flapping: expected low (75) below high (25)", id="flapping-inverted"),
@@ -384,6 +383,20 @@ def test_every_provider_profile_loads(tmp_path: Path, profile: str) -> None:
     assert config.root.plan.name or profile == "host-baseline.yaml"
 
 
+@pytest.mark.parametrize(("profile", "clocks"), [
+    ("skyarch-gold.yaml", {"post_incident_report"}),
+    ("ozmode-standard.yaml", {"first_notice", "failure_report"}),
+    ("ntt-east-advanced.yaml", set()),
+])
+def test_a_profile_runs_only_its_own_contracts_clocks(tmp_path: Path, profile: str,
+                                                      clocks: set[str]) -> None:
+    path = write(tmp_path, "k.yaml", f"include: [{REPO_CONFIG.parent}/profiles/{profile}]\n")
+    settings = load_config(path, environ={}).root.clocks
+    on = {name for name in ("first_notice", "failure_report", "post_incident_report")
+          if getattr(settings, name).enabled}
+    assert on == clocks
+
+
 def test_a_log_hold_shorter_than_the_confirmation_is_warned_about(tmp_path: Path) -> None:
     path = write(tmp_path, "k.yaml", """
         notifiers: [{name: t, type: terminal}]
@@ -395,3 +408,20 @@ def test_a_log_hold_shorter_than_the_confirmation_is_warned_about(tmp_path: Path
     assert warning.path == "checks[0]"
     assert warning.message.startswith("hold (60 s) is shorter than confirming a problem takes "
                                       "(120 s")
+
+
+def test_a_plan_that_waits_for_an_emergency_contact_nobody_is_names_it(
+        tmp_path: Path) -> None:
+    path = write(tmp_path, "k.yaml", f"include: [{REPO_CONFIG.parent}/profiles/"
+                                     "skyarch-basic.yaml]\n")
+    warnings = [w for w in load_config(path, environ={}).warnings
+                if w.path == "plan.emergency_ack_outside_hours"]
+    assert len(warnings) == 1 and "no contact has emergency: true" in warnings[0].message
+
+    path = write(tmp_path, "k.yaml", f"""
+        include: [{REPO_CONFIG.parent}/profiles/skyarch-basic.yaml]
+        notifiers: [{{name: t, type: terminal}}]
+        contacts: [{{name: yamada, emergency: true, notify: [t]}}]
+    """)
+    assert not [w for w in load_config(path, environ={}).warnings
+                if w.path == "plan.emergency_ack_outside_hours"]

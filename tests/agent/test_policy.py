@@ -80,6 +80,7 @@ maintenance:
     # Notified at once (10:00, before the window): met.
     assert first.state == "met"
     agent.clock.advance(15 * 60)  # type: ignore[attr-defined]
+    agent.heartbeat()  # alive throughout: only the window is left out
     failure = clocks_of(agent)["failure_report"]
     # Failure report: SLO 1 h after the first notice, plus the 30 min window.
     assert [d.due for d in failure.deadlines] == [jst(2026, 11, 16, 11, 30),
@@ -312,8 +313,10 @@ def test_lowering_the_severity_after_a_miss_does_not_unmiss_it(
                          jst(2026, 11, 21, 2, 0))     # Saturday night, severity A: 1 h 24/7
     minute(agent, "web")
     agent.clock.advance(2 * 3600)  # type: ignore[attr-defined]   # 04:01: missed at 03:00
+    agent.heartbeat()
     change_severity(agent, "C")                                  # C: 4 business hours
     agent.clock.advance(3 * 86400)  # type: ignore[attr-defined]
+    agent.heartbeat()
     agent.store.incidents.add_event(1, agent.clock.now(), "acknowledged", actor="op")
     response = clocks_of(agent)["first_response"]
     assert response.state == "breached"

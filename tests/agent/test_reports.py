@@ -104,7 +104,8 @@ def test_the_monthly_report_counts_incidents_clocks_availability_and_downtime(
     assert run is not None
     story.store.runs.stop(run, story.clock.now())
     restart = jst(2026, 11, 22, 20, 0)     # down from Friday 18:31 to Sunday 20:00
-    story.store.runs.start("testhost", 2, "test", restart)
+    second = story.store.runs.start("testhost", 2, "test", restart)
+    story.store.runs.beat(second, jst(2026, 11, 30, 12, 0))  # alive since
     context = monthly_context(story.config, story.store, date(2026, 11, 1),
                               jst(2026, 11, 30, 12, 0))
     assert context["by_severity"] == {"B": 1}
@@ -142,10 +143,112 @@ def test_report_send_queues_it_and_its_delivery_stops_the_clock(
         clocks = {c.name: c for c in agent.contract.clocks(
             incident, agent.store.incidents.events(1), agent.clock.now())}
         assert clocks["post_incident_report"].state == "met"
+        assert clocks["failure_report"].stopped is not None, \
+            "a post-incident report sent first also answers the failure report"
         assert "ops" not in RecordingNotifier.sent or all(
             a.kind != "post_incident_report" for a in RecordingNotifier.sent["ops"])
     finally:
         agent.store.close()
+
+
+def test_a_message_cannot_become_markup_in_the_report(
+        frozen_agent: MakeAgent, scripted: dict[str, Script]) -> None:
+    from checks.base import Result
+
+    evil = "see [help](http://evil.example) ![x](http://evil.example/p.png) *bold* `code`"
+    scripted["web"] = Script(lambda: [Result(C, evil, "a")])
+    agent = frozen_agent(CONFIG, jst(2026, 11, 20, 11, 0))
+    for _ in range(3):
+        minute(agent, "web")
+    incident = agent.store.incidents.get(1)
+    assert incident is not None
+
+    page = incident_report(agent.config, agent.store, incident, agent.clock.now(), "en",
+                           fmt="html").text
+
+    assert "<a " not in page and "<img" not in page and "<em>bold</em>" not in page \
+        and "<code>code</code>" not in page
+    assert "[help](http://evil.example)" in page, "the text itself is kept, as text"
+
+
+def test_the_report_ends_its_evidence_and_recovery_where_the_incident_ended(
+        frozen_agent: MakeAgent, scripted: dict[str, Script]) -> None:
+    from agent.reports.incident import recovery_time
+
+    scripted["web"] = Script(*([{"a": C}] * 5 + [{"a": OK}] * 2 + [{"a": C}] * 3))
+    agent = frozen_agent(CONFIG, jst(2026, 11, 20, 11, 0))
+    for _ in range(10):
+        minute(agent, "web")
+    first = agent.store.incidents.get(1)
+    assert first is not None and not first.is_open
+    text = incident_report(agent.config, agent.store, first, agent.clock.now(), "en").text
+    assert "(5 results) CRITICAL" in text, "the next incident's results are not evidence"
+    assert "(8 results)" not in text and "(3 results)" not in text
+    events = agent.store.incidents.events(1)
+    quiet = [e for e in events if e.kind == "recovered"]
+    assert recovery_time(first, events) == quiet[-1].at
+    # A quiet recovery while flapping (not notified) does not end anything.
+    agent.store.incidents.add_event(1, agent.clock.now(), "recovered", status=OK,
+                                    data={"notified": False, "reason": "flapping"})
+    assert recovery_time(first, agent.store.incidents.events(1)) == quiet[-1].at
+
+
+def test_availability_counts_critical_time_only_and_not_the_agents_downtime() -> None:
+    from datetime import timedelta
+
+    from agent.policy.clocks import Interval
+    from agent.reports.monthly import critical_periods
+    from agent.store.incidents import Event
+
+    def at(minutes: int) -> datetime:
+        return jst(2026, 11, 20, 11, 0) + timedelta(minutes=minutes)
+
+    def event(minutes: int, kind: str, status: Status | None) -> Event:
+        return Event(0, 1, at(minutes), kind, status, "", None, {})
+
+    events = [event(0, "detected", Status.WARNING), event(10, "status_changed", C),
+              event(15, "acknowledged", None), event(30, "status_changed", Status.WARNING),
+              event(40, "status_changed", C), event(50, "recovered", OK)]
+
+    assert critical_periods(events, at(90)) == [Interval(at(10), at(30), "critical"),
+                                                Interval(at(40), at(50), "critical")]
+    assert critical_periods(events[:5], at(90))[-1] == Interval(at(40), at(90), "critical")
+
+
+def test_a_run_that_died_without_a_word_is_downtime_until_now() -> None:
+    from datetime import timedelta
+
+    from agent.policy.contract import agent_downtime
+    from agent.store.runs import AgentRun
+
+    start = jst(2026, 11, 20, 11, 0)
+    died = AgentRun(1, "h", 1, "v", start, start + timedelta(hours=1), None)
+
+    (gap,) = agent_downtime([died], start + timedelta(hours=5), timedelta(minutes=3))
+    assert (gap.start, gap.end) == (start + timedelta(hours=1), start + timedelta(hours=5))
+    assert gap.reason == "agent not answering (no heartbeat)"
+    assert agent_downtime([died], start + timedelta(hours=1, minutes=2),
+                          timedelta(minutes=3)) == [], "a beat or two late is not down"
+
+
+def test_a_long_outage_counts_its_full_days_in_the_month_it_ended(
+        frozen_agent: MakeAgent, scripted: dict[str, Script]) -> None:
+    scripted["web"] = Script({"a": OK})
+    agent = frozen_agent(CONFIG, jst(2026, 10, 30, 12, 0))
+    minute(agent, "web")
+    assert agent._run_id is not None
+    agent.store.runs.stop(agent._run_id, jst(2026, 10, 30, 12, 1))
+    back = agent.store.runs.start("testhost", 2, "test", jst(2026, 11, 2, 13, 0))
+    agent.store.runs.beat(back, jst(2026, 11, 30, 12, 0))
+
+    october = monthly_context(agent.config, agent.store, date(2026, 10, 1),
+                              jst(2026, 11, 30, 12, 0))
+    november = monthly_context(agent.config, agent.store, date(2026, 11, 1),
+                               jst(2026, 11, 30, 12, 0))
+
+    assert october["full_days"] == 0 and november["full_days"] == 3, \
+        "3 full days over the whole gap, credited once, when it ended"
+    assert len(october["downtime"]) == len(november["downtime"]) == 1
 
 
 def test_maintenance_and_severity_from_the_command_line(

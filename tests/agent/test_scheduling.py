@@ -113,3 +113,19 @@ def test_a_failing_check_is_retried_at_the_retry_interval(
     calls = script.calls
     time.sleep(1.0)
     assert script.calls == calls, "back to the normal interval once confirmed"
+
+
+def test_every_message_a_check_returns_is_scrubbed_of_secrets(
+        scripted: dict[str, Script]) -> None:
+    from agent.secrets import Redactor
+
+    scripted["echo"] = Script(lambda: [Result(Status.CRITICAL, "login as app/hunter2 refused",
+                                              "db"), Result(Status.OK, "fine", "web")])
+    check = ScriptedCheck("echo", ScriptedCheck.Config(script="echo"), timeout=5,
+                          context=CheckContext(clock=SystemClock(),
+                                               scrub=Redactor({"hunter2"})))
+
+    refused, fine = check.execute()
+
+    assert "hunter2" not in refused.message and refused.message.startswith("login as app/")
+    assert fine.message == "fine"
