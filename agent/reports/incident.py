@@ -19,6 +19,7 @@ from agent.policy.contract import Contract
 from agent.reports.render import render_report
 from agent.store import Store
 from agent.store.incidents import Event, Incident
+from agent.store.runbooks import Run, StepRecord
 from checks.base import Result
 
 #: Timeline entries that tell the story (the rest stays in `incidents show`).
@@ -83,7 +84,24 @@ def _context(config: Config, store: Store, incident: Incident, events: list[Even
         "evidence": runs_of(r for r in evidence if r.status.is_problem)[:20],
         "notices": [n for n in store.notifications.for_incident(incident.id)
                     if n.state == "delivered"],
+        "runbooks": _runbooks(store, incident),
     }
+
+
+def _runbooks(store: Store, incident: Incident) -> list[tuple[Run, list[StepRecord]]]:
+    """The runbook runs of ``incident`` (and the runs their levels handed over to),
+    each with its steps."""
+    found: list[tuple[Run, list[StepRecord]]] = []
+    pending = list(store.runbooks.for_incident(incident.id))
+    seen: set[int] = set()
+    while pending:
+        run = pending.pop(0)
+        if run.id in seen:
+            continue
+        seen.add(run.id)
+        found.append((run, store.runbooks.steps(run.id)))
+        pending += store.runbooks.children(run.id)
+    return found
 
 
 def recovery_time(incident: Incident, events: list[Event]) -> datetime | None:

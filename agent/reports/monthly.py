@@ -24,6 +24,7 @@ from agent.policy.contract import Contract, agent_downtime
 from agent.reports.render import render_report
 from agent.store import Store
 from agent.store.incidents import Event, Incident
+from agent.store.runbooks import Run
 from checks.base import Status
 
 
@@ -75,7 +76,18 @@ def monthly_context(config: Config, store: Store, month: date, now: datetime) ->
         "downtime": gaps,
         "downtime_total": sum((g.end - g.start).total_seconds() for g in gaps),
         "full_days": sum(int((g.end - g.start) / timedelta(hours=24)) for g in ended_here),
+        "runbooks": _runbook_summary(store.runbooks.created_between(first, until)),
     }
+
+
+def _runbook_summary(runs: list[Run]) -> list[tuple[str, str, Counter[str]]]:
+    """Per runbook and trigger (auto / manual / scheduled; dry runs apart): the runs
+    by final state."""
+    summary: dict[tuple[str, str], Counter[str]] = {}
+    for run in runs:
+        trigger = "dry run" if run.dry_run else run.trigger
+        summary.setdefault((run.runbook, trigger), Counter())[run.state] += 1
+    return [(name, trigger, counts) for (name, trigger), counts in sorted(summary.items())]
 
 
 def _clock_summary(contract: Contract, store: Store, opened: list[Incident],

@@ -106,6 +106,13 @@ class RunbookStore:
                                 (incident_id,)).fetchall()
         return [_run(r) for r in rows]
 
+    def created_between(self, first: datetime, last: datetime) -> list[Run]:
+        """Runs requested in ``[first, last)``, dry runs included, oldest first."""
+        with self.db.read() as conn:
+            rows = conn.execute("SELECT * FROM runbook_runs WHERE created_at >= ? AND"
+                                " created_at < ? ORDER BY id", (ts(first), ts(last))).fetchall()
+        return [_run(r) for r in rows]
+
     def claim_due(self, now: datetime, owner: str, limit: int) -> list[Run]:
         """Take scheduled runs whose time has come (atomically)."""
         with self.db.tx() as conn:

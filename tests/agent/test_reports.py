@@ -151,6 +151,33 @@ def test_report_send_queues_it_and_its_delivery_stops_the_clock(
         agent.store.close()
 
 
+def test_the_reports_tell_which_runbooks_ran_and_their_steps(story: Agent) -> None:
+    runs = story.store.runbooks
+    at = jst(2026, 11, 20, 17, 47)
+    run = runs.create(runbook="service-down", target="web01", params={}, trigger="auto",
+                      incident_id=1, requested_by="kanshi", dry_run=False, state="escalated",
+                      scheduled_for=at, now=at)
+    step = runs.step_started(run, 1, "restart", "service.restart", 1, {"unit": "nginx"}, at,
+                             budget_key=None, resumable=False)
+    runs.step_finished(step, "failed", at, changed=True, outputs={}, summary="",
+                       error="nginx | still failed")
+    runs.create(runbook="disk-full", target="web01", params={}, trigger="manual",
+                incident_id=None, requested_by="op", dry_run=True, state="succeeded",
+                scheduled_for=at, now=at)
+    incident = story.store.incidents.get(1)
+    assert incident is not None
+
+    text = incident_report(story.config, story.store, incident, story.clock.now(), "en").text
+    month = monthly_report(story.config, story.store, date(2026, 11, 1),
+                           jst(2026, 11, 30, 12, 0), "en")
+
+    assert f"### Run #{run}: service-down on web01 (auto) — escalated" in text
+    assert ("| 2026-11-20 17:47 JST | 1 | restart | service.restart | failed (changed) |"
+            " nginx \\| still failed |") in text
+    assert "| service-down | auto | 1 | escalated 1 |" in month
+    assert "| disk-full | dry run | 1 | succeeded 1 |" in month
+
+
 def test_a_message_cannot_become_markup_in_the_report(
         frozen_agent: MakeAgent, scripted: dict[str, Script]) -> None:
     from checks.base import Result
