@@ -230,7 +230,12 @@ class Agent:
 
     def _forget_vanished(self, spec: CheckSpec, states: dict[str, CheckState],
                          reported: set[str], now: datetime) -> None:
-        for target in states.keys() - reported - {""}:
+        # The check-level row ("") goes once it is settled OK: it only says the check
+        # answers again, and would otherwise linger as an extra target forever.
+        gone = states.keys() - reported
+        if "" in gone and not _settled_ok(states[""]):
+            gone.discard("")
+        for target in gone:
             self.incidents.close_vanished(spec, target, now)
             self.store.checks.forget(spec.name, target)
             logger.info("check %s no longer reports %s; its state was dropped", spec.name,

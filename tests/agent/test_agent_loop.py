@@ -314,3 +314,15 @@ def test_a_check_that_returns_nothing_is_unknown_not_all_clear(
     assert sorted(sent()) == ["problem::UNKNOWN", "problem:a:CRITICAL"]
     assert {i.target for i in agent.store.incidents.find()} == {"a", ""}, \
         "the open incident is not closed as if its target had gone"
+
+
+def test_a_check_that_stops_reporting_on_the_whole_check_drops_that_row(
+        make_agent: Callable[..., Agent], scripted: dict[str, Script]) -> None:
+    # E.g. after an upgrade a database check reports liveness on "connection", not "".
+    scripted["web"] = Script({"": OK}, {"connection": OK})
+    agent = make_agent()
+    step(agent)
+    assert {r.target for r in agent.store.checks.latest()} == {""}
+    step(agent)
+    assert {r.target for r in agent.store.checks.latest()} == {"connection"}
+    assert sent() == []
