@@ -30,13 +30,24 @@ from agent.secrets import Redactor
 from agent.store import Store
 from agent.store.incidents import Incident
 from agent.store.runbooks import Run
+from checks.aws.session import AwsAccount
 from checks.base import Clock
+from runbooks.actions.aws_base import RESOURCE as AWS
+from runbooks.actions.aws_base import AwsSessions
 from runbooks.engine import VERIFY, Engine, Outcome, RunRequest
 from runbooks.params import ParameterError, resolve
 from runbooks.template import TemplateError, render
 
 logger = logging.getLogger(__name__)
 
+
+def aws_accounts(specs: Mapping[str, CheckSpec]) -> list[AwsAccount]:
+    """The AWS accounts of the configured AWS checks: AWS runbook steps name them
+    (``account:``, or a target such as ``prod/ap-northeast-1/i-…``)."""
+    found: list[AwsAccount] = []
+    for spec in specs.values():
+        found += [a for a in getattr(spec.config, "accounts", ()) if isinstance(a, AwsAccount)]
+    return found
 
 
 def owner_id(kind: str) -> str:
@@ -161,7 +172,9 @@ class RunbookService:
         self.library = library or RunbookLibrary.load(config.root.runbooks.directories)
         self.hooks = RunbookHooks(config, store, contract, incidents, specs, clock, self.owner)
         settings = config.root.runbooks
-        resources = {"service_manager": settings.service_manager, "notify": self.hooks.notify}
+        resources = {"service_manager": settings.service_manager, "notify": self.hooks.notify,
+                     AWS: AwsSessions(aws_accounts(specs),
+                                      allowed_calls=settings.aws_call_allow)}
         self.engine = Engine(store.runbooks, self.hooks, clock, self.library.get, action_class,
                              resources, scrub=redactor,
                              emergency_ack_timeout=settings.emergency_ack_timeout, poll=poll)

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from agent.config.base import NAME_PATTERN
 from agent.config.source import Issue, Mark, MarkedDict, MarkedList, Path_, format_path
 from checks.types import yaml_repr
 
@@ -138,7 +139,10 @@ def _expected(kind: str, err: Any) -> str:
     if kind == "literal_error":
         return f"expected one of {ctx.get('expected', '?')}"
     if kind == "string_pattern_mismatch":
-        return "expected letters, digits and . _ @ - (starting with a letter or digit)"
+        pattern = str(ctx.get("pattern", ""))
+        if pattern == NAME_PATTERN:
+            return "expected letters, digits and . _ @ - (starting with a letter or digit)"
+        return f"expected text matching {pattern}"
     if kind in ("string_too_short", "too_short"):
         return "expected a non-empty value"
     if kind == "value_error":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import zoneinfo
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -102,6 +102,10 @@ class OutboxSettings(Model):
         return self
 
 
+#: An IAM action name, e.g. ``ec2:CreateImage``.
+IamAction = Annotated[str, Field(pattern=r"^[a-z0-9-]+:[A-Z][A-Za-z0-9]+$")]
+
+
 class RunbookSettings(Model):
     """Where runbooks come from and how they run."""
 
@@ -113,6 +117,8 @@ class RunbookSettings(Model):
     service_manager: tuple[str, ...] = ("systemctl", "{action}", "{service}")
     #: operations on request start from this business day after the request (NTT 別紙5)
     earliest_business_days: int = Field(3, ge=0, le=30)
+    #: ``service:Operation`` names the aws.call action may make; None = the shipped list
+    aws_call_allow: tuple[IamAction, ...] | None = None
 
 
 class RootConfig(Model):

@@ -425,3 +425,13 @@ def test_a_plan_that_waits_for_an_emergency_contact_nobody_is_names_it(
     """)
     assert not [w for w in load_config(path, environ={}).warnings
                 if w.path == "plan.emergency_ack_outside_hours"]
+
+
+def test_the_aws_call_allow_list_takes_iam_names_only(tmp_path: Path) -> None:
+    path = write(tmp_path, "k.yaml", """
+        notifiers: [{name: t, type: terminal}]
+        runbooks: {aws_call_allow: [ec2:CreateImage, "rm -rf /"]}
+    """)
+    assert [p.split(": ", 1)[1] for p in problems(path)] == [
+        "runbooks.aws_call_allow[1]: expected text matching ^[a-z0-9-]+:[A-Z][A-Za-z0-9]+$, "
+        'got "rm -rf /"']
