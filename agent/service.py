@@ -9,6 +9,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
@@ -33,6 +34,7 @@ from checks.base import Check, CheckContext, Clock, LocalResources, Result, Stat
 from notifiers.base import Notifier
 
 if TYPE_CHECKING:
+    from agent.api.server import ApiServer
     from checks.aws.publish import CloudWatchPublisher
 
 logger = logging.getLogger(__name__)
@@ -85,6 +87,7 @@ class Agent:
         self.lock = StateLock(config.state_dir)
         self.runner = CheckRunner(self.clock)
         self.publisher = _build_publisher(config)
+        self.api: ApiServer | None = None
         self.scheduler = CheckScheduler(self.run_check, workers=config.root.scheduler.workers,
                                         spread=config.root.scheduler.spread)
         self._run_id: int | None = None
@@ -108,6 +111,13 @@ class Agent:
         self.scheduler.add_task("heartbeat", self.heartbeat, self.config.root.agent.heartbeat)
         self.scheduler.add_task("prune-history", self.prune_history, PRUNE_EVERY)
         self.scheduler.add_task("policy", self._policy_tick, POLICY_EVERY)
+        if self.config.root.api.enabled:
+            try:
+                self._start_api()
+            except Exception:
+                self.store.runs.stop(self._run_id, self.clock.now())
+                self.lock.release()
+                raise
         self.dispatcher.start()
         self.runbooks.start()
         self.scheduler.start()
@@ -119,6 +129,9 @@ class Agent:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self.api is not None:
+            api = self.api
+            _attempt("stopping the API", api.stop)
         _attempt("stopping the scheduler", lambda: self.scheduler.shutdown(wait=True))
         _attempt("stopping runbooks", self.runbooks.stop)
         senders_done = self.dispatcher.stop()
@@ -134,6 +147,26 @@ class Agent:
             self.store.close()
         self.lock.release()
         logger.info("kanshi stopped")
+
+    def _start_api(self) -> None:
+        """Serve the API, the web page and /metrics; on the very first start, make an
+        admin token so someone can log in (written to a file only its owner reads)."""
+        from agent.api.server import ApiServer
+        from agent.web import add_web
+
+        self.api = ApiServer(self, self.config.root.api, extra=(add_web,))
+        try:
+            self.api.start()
+        except Exception:
+            self.api = None
+            raise
+        if not self.store.tokens.all():
+            path = write_initial_token(self.store, self.config.state_dir, self.clock.now())
+            logger.warning("no API token existed: created token 'admin' (role admin) in %s — "
+                           "log in at %s with it, then make your own with `kanshi token add` "
+                           "and revoke it", path, self.api.public_url)
+        else:
+            logger.info("web page and API at %s", self.api.public_url)
 
     def heartbeat(self) -> None:
         """Record that the agent is alive (and that its parts are)."""
@@ -300,3 +333,21 @@ def _build_publisher(config: Config) -> CloudWatchPublisher | None:
     from checks.aws.publish import CloudWatchPublisher  # boto3 only when configured
 
     return CloudWatchPublisher(settings)
+
+
+#: Where the first start leaves the initial admin token (mode 0600).
+INITIAL_TOKEN_FILE = "initial-admin-token"
+
+
+def write_initial_token(store: Store, state_dir: Path, now: datetime) -> Path:
+    """Create token ``admin`` and write it to ``state_dir/initial-admin-token`` (0600);
+    only its hash is stored."""
+    from agent.api.tokens import new_token
+
+    token = new_token()
+    path = state_dir / INITIAL_TOKEN_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(token + "\n")
+    store.tokens.add("admin", "admin", token, "kanshi (first start)", now)
+    return path

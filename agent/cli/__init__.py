@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_runbook_parser(sub, _config_option)
 
+    from agent.cli.token import add_parser as add_token_parser
+
+    add_token_parser(sub, _config_option)
+
     from agent.cli.aws import add_parser as add_aws_parser
 
     add_aws_parser(sub)
@@ -156,6 +160,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "report":
         from agent.cli.report import report
         return report(args)
+    if args.command == "token":
+        from agent.cli.token import token
+        return token(args)
     if args.command == "aws":
         from agent.cli.aws import aws
         return aws(args)

@@ -9,6 +9,7 @@ import signal
 from types import FrameType
 
 from agent import __version__
+from agent.api.server import ApiError
 from agent.cli.common import echo, fail, load_library_or_exit, load_or_exit
 from agent.config import Config
 from agent.lock import AlreadyRunning
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     _install_signal_handlers(agent)
     try:
         agent.run_forever()
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, ApiError) as exc:
         fail(str(exc), 1)
     return 0
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from agent.api.settings import ApiSettings
 from agent.config.base import NAME_PATTERN, Locale, Model, Severity
 from agent.config.policy_models import (
     BusinessHoursSettings,
@@ -141,6 +142,8 @@ class RootConfig(Model):
     runbooks: RunbookSettings = RunbookSettings()
     #: Publish memory/swap/disk results to CloudWatch under the CloudWatch agent's names.
     cloudwatch_publish: PublishSettings | None = None
+    #: The HTTP API, the web page and /metrics (agent/api, agent/web).
+    api: ApiSettings = ApiSettings()
 
 
 class RunbookRef(Model):

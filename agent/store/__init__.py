@@ -13,6 +13,7 @@ from agent.store.maintenance import MaintenanceStore
 from agent.store.notifications import NotificationStore
 from agent.store.runbooks import RunbookStore
 from agent.store.runs import AgentRuns
+from agent.store.tokens import TokenStore
 
 DB_NAME = "kanshi.db"
 
@@ -29,6 +30,7 @@ class Store:
     runs: AgentRuns
     maintenance: MaintenanceStore
     runbooks: RunbookStore
+    tokens: TokenStore
 
     def close(self) -> None:
         self.db.close()
@@ -47,7 +49,7 @@ def open_store(state_dir: Path, *, migrate: bool = True, readonly: bool = False)
         db.close()
         raise
     return Store(db, CheckStore(db), IncidentStore(db), NotificationStore(db), AuditLog(db),
-                 AgentRuns(db), MaintenanceStore(db), RunbookStore(db))
+                 AgentRuns(db), MaintenanceStore(db), RunbookStore(db), TokenStore(db))
 
 
 __all__ = ["Store", "StoreError", "open_store"]

@@ -180,4 +180,18 @@ V3 = (
         acquired_at TEXT NOT NULL)""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (V1, V2, V3)
+V4 = (
+    # API tokens: only a SHA-256 of each token is kept, never the token itself
+    # (tokens are 256-bit random, so a plain hash is enough; no salt/KDF needed).
+    """CREATE TABLE api_tokens (
+        id           INTEGER PRIMARY KEY,
+        name         TEXT NOT NULL UNIQUE,
+        role         TEXT NOT NULL,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        created_at   TEXT NOT NULL,
+        created_by   TEXT NOT NULL DEFAULT '',
+        last_used_at TEXT,
+        revoked_at   TEXT)""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (V1, V2, V3, V4)

@@ -13,6 +13,7 @@ from agent.config import load_config
 from agent.service import Agent
 from checks.base import Result, Status
 from notifiers.base import NotifierError
+from tests.support.agents import StartAgent
 from tests.support.scripted import RecordingNotifier, Script
 
 OK, W, C, U = Status.OK, Status.WARNING, Status.CRITICAL, Status.UNKNOWN
@@ -326,3 +327,30 @@ def test_a_check_that_stops_reporting_on_the_whole_check_drops_that_row(
     step(agent)
     assert {r.target for r in agent.store.checks.latest()} == {"connection"}
     assert sent() == []
+
+
+def test_the_first_start_leaves_an_admin_token_only_its_owner_can_read(
+        start_agent: StartAgent, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    import requests
+
+    from agent.api.tokens import authenticate
+
+    agent = start_agent("""
+        agent: {name: host1, state_dir: state}
+        api: {port: 0}
+        checks: [{name: lo, type: ping, targets: [127.0.0.1]}]
+        notifiers: [{name: out, type: file, path: alerts.jsonl}]
+    """)
+    assert agent.api is not None
+    path = tmp_path / "state" / "initial-admin-token"
+    token = path.read_text(encoding="utf-8").strip()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    principal = authenticate(agent.store, token, agent.clock.now())
+    assert principal is not None and principal.name == "admin"
+    answer = requests.get(f"{agent.api.url}/api/v1/whoami",
+                          headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert answer.status_code == 200
+    assert requests.get(f"{agent.api.url}/api/v1/status", timeout=10).status_code == 401

@@ -17,12 +17,16 @@ StartAgent = Callable[[str], Agent]
 @pytest.fixture
 def start_agent(tmp_path: Path) -> Iterator[StartAgent]:
     """``start_agent(yaml_text)``: write ``tmp_path/kanshi.yaml``, start an agent on it
-    (with the real scheduler and senders); every agent is stopped afterwards."""
+    (with the real scheduler and senders); every agent is stopped afterwards. The HTTP
+    API is off unless the text has an ``api:`` section (tests run side by side)."""
     agents: list[Agent] = []
 
     def start(text: str) -> Agent:
         path = tmp_path / "kanshi.yaml"
-        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        text = textwrap.dedent(text)
+        if not any(line.startswith("api:") for line in text.splitlines()):
+            text += "\napi: {enabled: false}\n"
+        path.write_text(text, encoding="utf-8")
         agent = Agent(load_config(path))
         agents.append(agent)
         agent.start()
