@@ -248,17 +248,23 @@ class _Run:
     def _levels(self) -> Outcome:
         levels = self.r.runbook.levels
         planned: list[str] = []
+        problems: list[str] = []
         try:
             for index in range(self.r.start_level, len(levels)):
                 outcome = self._level(index, levels[index])
                 if self.r.dry_run:
                     planned.append(f"level {index + 1}: {outcome.message}")
+                    if outcome.state == "failed":  # a step that would fail: not a plan
+                        problems.append(f"level {index + 1}: {outcome.message}")
                     continue
                 if outcome.state in ("succeeded", "escalated", "failed"):
                     return outcome
         except _RunTimeout:
             return self._escalate(f"the run did not finish within its timeout "
                                   f"({self.r.runbook.timeout:g} s)")
+        if problems:
+            return Outcome("failed", "the dry run found what would fail: "
+                                     + " | ".join(problems))
         if self.r.dry_run:
             return Outcome("planned", " | ".join(planned))
         return self._escalate("every level was tried and none verified the recovery")

@@ -539,6 +539,8 @@ def test_a_dry_run_refused_for_lack_of_permission_is_a_plan_error(store: Store) 
             request.target, request.params, request.trigger, True))
     assert "plan error: RebootInstances on i-0123456789abcdef0 (default, ap-northeast-1) " \
            "would be refused: the identity lacks ec2:RebootInstances" in outcome.message
+    assert outcome.state == "failed", "a plan that would fail is not a plan (exit non-zero)"
+    assert outcome.message.startswith("the dry run found what would fail: level 1:")
     (step,) = store.runbooks.steps(1)[:1]
     assert step.state == "failed"
 
