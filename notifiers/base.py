@@ -69,6 +69,9 @@ class Notifier(ABC):
 
     type_name: ClassVar[str]
     Config: ClassVar[type[NotifierConfig]] = NotifierConfig
+    #: The channel tracks an alert's state (PagerDuty): tell it when a person
+    #: acknowledges the incident, so it stops paging too.
+    forwards_acknowledgement: ClassVar[bool] = False
 
     def __init__(self, name: str, config: NotifierConfig) -> None:
         self.name = name

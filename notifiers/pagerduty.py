@@ -33,7 +33,7 @@ ACTIONS: dict[str, str] = {
     **dict.fromkeys(("problem", "change", "flapping_start", "escalation", "reminder",
                      "emergency", "unrecorded"), "trigger"),
     **dict.fromkeys(("recovery", "flapping_stop", "vanished"), "resolve"),
-    # Sent only if the agent emits an "acknowledged" notice for this channel.
+    # The agent forwards a person's acknowledgement (agent.policy.watch).
     "acknowledged": "acknowledge",
 }
 
@@ -89,6 +89,8 @@ class PagerDutyConfig(HttpConfig):
 
 class PagerDutyNotifier(HttpNotifier):
     """Sends each incident transition as an Events API v2 event."""
+
+    forwards_acknowledgement = True
 
     type_name: ClassVar[str] = "pagerduty"
     Config: ClassVar[type[NotifierConfig]] = PagerDutyConfig

@@ -70,7 +70,26 @@ class PolicyWatch:
                 events = self.store.incidents.events(incident.id)
             if incident.is_open:
                 self._escalate(incident, spec, events, now)
+                self._forward_acknowledgement(incident, spec, events, now)
             self._watch_clocks(incident, spec, events, now)
+
+    def _forward_acknowledgement(self, incident: Incident, spec: CheckSpec,
+                                 events: Sequence[Event], now: datetime) -> None:
+        """A person acknowledged (CLI, API or web page): channels that track the alert's
+        state (PagerDuty) are told once, so they stop paging as well."""
+        acked = next((e for e in events if e.kind == "acknowledged"), None)
+        if acked is None or any(e.kind == "ack_forwarded" for e in events):
+            return
+        tracking = [n.name for n in self.config.enabled_notifiers
+                    if n.name in spec.notify and n.cls.forwards_acknowledgement]
+        if not tracking:
+            return
+        event = self.store.incidents.add_event(
+            incident.id, now, "ack_forwarded", message=f"acknowledgement by {acked.actor} "
+            f"forwarded to {', '.join(tracking)}", data={"channels": tracking})
+        self.incidents.notice(incident, "acknowledged", tracking,
+                              f"acknowledged by {acked.actor}: {acked.message}".rstrip(": "),
+                              now, event)
 
     # -- after maintenance ---------------------------------------------------------
 

@@ -273,3 +273,36 @@ def test_the_default_endpoint_is_pagerdutys() -> None:
 def test_the_routing_key_does_not_show_in_the_config_or_notifier_repr() -> None:
     notifier = make_notifier("https://events.pagerduty.com")
     assert ROUTING_KEY not in f"{notifier!r} {notifier.config!r} {notifier.config}"
+
+
+def test_a_persons_acknowledgement_reaches_pagerduty_once_with_the_same_dedup_key(
+        frozen_agent: Any, scripted: Any) -> None:
+    """The whole path: a problem triggers, `kanshi incidents ack` acknowledges, the
+    agent's policy pass forwards it as an "acknowledge" event on the alert's key."""
+    from agent.cli import main
+    from checks.base import Status
+    from tests.support.frozen import minute
+    from tests.support.scripted import Script
+
+    scripted["web"] = Script({"a": Status.CRITICAL})
+    with HttpServer(default=accepted()) as server:
+        agent = frozen_agent(f"""
+            agent: {{name: web01, state_dir: state}}
+            notifiers:
+              - {{name: pd, type: pagerduty, routing_key: {ROUTING_KEY},
+                  url: "{server.url}{PATH}"}}
+            checks:
+              - {{name: web, type: scripted, script: web, max_attempts: 1, notify: [pd]}}
+        """)
+        minute(agent, "web")
+        config = str(agent.config.path)
+        assert main(["incidents", "ack", "1", "--by", "tanaka", "-c", config]) == 0
+        minute(agent, "web")
+        minute(agent, "web")
+
+        sent = [(r.json()["event_action"], r.json()["dedup_key"]) for r in server.requests]
+    (trigger, key), *rest = sent
+    assert trigger == "trigger"
+    assert rest == [("acknowledge", key)], "once, on the alert the trigger opened"
+    kinds = [e.kind for e in agent.store.incidents.events(1)]
+    assert kinds.count("ack_forwarded") == 1
