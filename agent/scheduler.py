@@ -43,7 +43,7 @@ class CheckScheduler:
         self._scheduler = BackgroundScheduler(
             # Housekeeping (the heartbeat above all) has its own threads: slow checks
             # filling the check pool must not make a live agent look dead.
-            executors={"default": ThreadPoolExecutor(workers), "tasks": ThreadPoolExecutor(2)},
+            executors={"default": ThreadPoolExecutor(workers), "tasks": ThreadPoolExecutor(4)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC)
         logging.getLogger("apscheduler").setLevel(logging.WARNING)

@@ -18,6 +18,7 @@ from agent.config import CheckSpec, Config
 from agent.confirm import CheckState, advance
 from agent.dispatch import Dispatcher
 from agent.emergency import EmergencyNotices
+from agent.heartbeat_out import HeartbeatSender, agent_health
 from agent.incidents import IncidentManager
 from agent.lock import StateLock
 from agent.outbox import Outbox
@@ -28,6 +29,7 @@ from agent.runbook_library import RunbookLibrary
 from agent.runbook_service import RunbookService
 from agent.runner import CheckRunner
 from agent.scheduler import CheckScheduler
+from agent.sdnotify import SystemdNotifier
 from agent.secrets import Redactor
 from agent.store import Store, open_store
 from checks.base import Check, CheckContext, Clock, LocalResources, Result, Status
@@ -88,6 +90,8 @@ class Agent:
         self.runner = CheckRunner(self.clock)
         self.publisher = _build_publisher(config)
         self.api: ApiServer | None = None
+        self.sd = SystemdNotifier()
+        self.heartbeat_out: HeartbeatSender | None = None
         self.scheduler = CheckScheduler(self.run_check, workers=config.root.scheduler.workers,
                                         spread=config.root.scheduler.spread)
         self._run_id: int | None = None
@@ -111,6 +115,13 @@ class Agent:
         self.scheduler.add_task("heartbeat", self.heartbeat, self.config.root.agent.heartbeat)
         self.scheduler.add_task("prune-history", self.prune_history, PRUNE_EVERY)
         self.scheduler.add_task("policy", self._policy_tick, POLICY_EVERY)
+        beat = self.config.root.heartbeat_out
+        if beat is not None and beat.enabled:
+            self.heartbeat_out = HeartbeatSender(
+                beat, lambda: agent_health(self, beat.unhealthy_when))
+            self.scheduler.add_task("heartbeat-out", self.heartbeat_out.beat, beat.interval)
+        if self.sd.watchdog_interval is not None:
+            self.scheduler.add_task("watchdog", self._watchdog, self.sd.watchdog_interval)
         if self.config.root.api.enabled:
             try:
                 self._start_api()
@@ -121,6 +132,7 @@ class Agent:
         self.dispatcher.start()
         self.runbooks.start()
         self.scheduler.start()
+        self.sd.ready(f"{len(self.specs)} checks, {len(self.notifiers)} channels")
         logger.info("kanshi %s started: %d checks, %d channels, store %s", __version__,
                     len(self.specs), len(self.notifiers), self.store.db.path)
 
@@ -129,10 +141,13 @@ class Agent:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self.sd.stopping()
         if self.api is not None:
             api = self.api
             _attempt("stopping the API", api.stop)
         _attempt("stopping the scheduler", lambda: self.scheduler.shutdown(wait=True))
+        if self.heartbeat_out is not None:
+            _attempt("closing the heartbeat", self.heartbeat_out.close)
         _attempt("stopping runbooks", self.runbooks.stop)
         senders_done = self.dispatcher.stop()
         for check in self.checks.values():
@@ -167,6 +182,11 @@ class Agent:
                            "and revoke it", path, self.api.public_url)
         else:
             logger.info("web page and API at %s", self.api.public_url)
+
+    def _watchdog(self) -> None:
+        """Tell systemd we are alive — not while a sender is dead: a restart repairs it."""
+        if self.dispatcher.alive:
+            self.sd.watchdog()
 
     def heartbeat(self) -> None:
         """Record that the agent is alive (and that its parts are)."""

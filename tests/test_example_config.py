@@ -41,11 +41,13 @@ def all_models() -> list[type[BaseModel]]:
 
 
 #: The secrets the example requires (the rest have ${VAR:-} defaults).
-REQUIRED_ENV = {"KANSHI_PROD_EXTERNAL_ID": "ext-7f3a", "KANSHI_PUBLISH_EXTERNAL_ID": "pub-9c1d"}
+REQUIRED_ENV = {"KANSHI_PROD_EXTERNAL_ID": "ext-7f3a", "KANSHI_PUBLISH_EXTERNAL_ID": "pub-9c1d",
+                "KANSHI_HEARTBEAT_URL": "https://hc.example.jp/ping/6f1e"}
 
 
 def test_the_example_config_is_valid() -> None:
     config = load_config(EXAMPLE, environ=REQUIRED_ENV)
+    assert "https://hc.example.jp/ping/6f1e" in config.secrets()
     assert {c.type_name for c in config.checks} == set(checks.REGISTRY)
     assert {n.type_name for n in config.notifiers} == set(notifiers.REGISTRY)
 

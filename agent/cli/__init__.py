@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_token_parser(sub, _config_option)
 
+    from agent.cli.health import add_parser as add_health_parser
+
+    add_health_parser(sub, _config_option)
+
     from agent.cli.aws import add_parser as add_aws_parser
 
     add_aws_parser(sub)
@@ -160,6 +164,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "report":
         from agent.cli.report import report
         return report(args)
+    if args.command == "health":
+        from agent.cli.health import health
+        return health(args)
     if args.command == "token":
         from agent.cli.token import token
         return token(args)

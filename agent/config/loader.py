@@ -99,6 +99,8 @@ class Config:
             models.append(self.root.cloudwatch_publish)
         for model in models:
             found.update(_secret_values(model))
+        if self.root.heartbeat_out is not None:
+            found.update(self.root.heartbeat_out.secret_values())
         return {s for s in found if s}
 
 

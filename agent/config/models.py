@@ -28,6 +28,7 @@ from agent.config.policy_models import (
     SeverityTarget,
     default_severities,
 )
+from agent.heartbeat_out import HeartbeatOutSettings
 from checks.aws.publish import PublishSettings
 from checks.types import Duration
 
@@ -144,6 +145,8 @@ class RootConfig(Model):
     cloudwatch_publish: PublishSettings | None = None
     #: The HTTP API, the web page and /metrics (agent/api, agent/web).
     api: ApiSettings = ApiSettings()
+    #: A dead man's switch: ping a URL while healthy (agent/heartbeat_out.py).
+    heartbeat_out: HeartbeatOutSettings | None = None
 
 
 class RunbookRef(Model):

@@ -11,7 +11,8 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "config" / "example.yaml"
 
 def test_the_documented_aws_checks_load_with_every_option() -> None:
     loaded = load_config(EXAMPLE, environ={"KANSHI_PROD_EXTERNAL_ID": "ext-7f3a",
-                                           "KANSHI_PUBLISH_EXTERNAL_ID": "pub-9c1d"})
+                                           "KANSHI_PUBLISH_EXTERNAL_ID": "pub-9c1d",
+                                           "KANSHI_HEARTBEAT_URL": "https://hc.example.jp/x"})
 
     specs = {s.name: s for s in loaded.checks}
     assert {specs[n].type_name for n in ("aws-prod", "ec2-status", "ec2-events",
