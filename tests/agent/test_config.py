@@ -282,7 +282,8 @@ def test_a_secret_written_in_the_file_is_never_echoed_either(tmp_path: Path, ent
     pytest.param("x: " + "[" * 150 + "]" * 150 + "\n", "nested more than 100 levels deep",
                  id="deep-nesting"),
     pytest.param('"x[1]": 1\n', "x[1]: unknown key 'x[1]' (allowed here: agent, "
-                 "business_hours, checks, clocks, contacts, defaults, escalation, include, "
+                 "business_hours, checks, clocks, cloudwatch_publish, contacts, defaults, escalation, "
+                     "include, "
                  "maintenance, notifiers, outbox, plan, runbooks, scheduler, severities, "
                  "store)",
                  id="brackets-in-a-key"),
