@@ -17,7 +17,7 @@ STRICT = os.environ.get("KANSHI_CI_STRICT") == "1"
 # Fixtures for real peers, usable by every test module.
 pytest_plugins = ["tests.support.mounts", "tests.support.agents", "tests.support.frozen",
                   "tests.support.scripted", "tests.support.postgres", "tests.support.mariadb",
-                  "tests.support.notifiers"]
+                  "tests.support.notifiers", "tests.support.stores"]
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
@@ -99,6 +100,10 @@ class Config:
             models.append(self.root.cloudwatch_publish)
         for model in models:
             found.update(_secret_values(model))
+        url = self.root.store.url
+        if url is not None:  # the password inside the store URL
+            found.update(p for p in [url.get_secret_value(),
+                                     urlsplit(url.get_secret_value()).password] if p)
         return {s for s in found if s}
 
 

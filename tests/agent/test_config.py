@@ -282,10 +282,9 @@ def test_a_secret_written_in_the_file_is_never_echoed_either(tmp_path: Path, ent
     pytest.param("x: " + "[" * 150 + "]" * 150 + "\n", "nested more than 100 levels deep",
                  id="deep-nesting"),
     pytest.param('"x[1]": 1\n', "x[1]: unknown key 'x[1]' (allowed here: agent, "
-                 "business_hours, checks, clocks, cloudwatch_publish, contacts, defaults, escalation, "
-                     "include, "
-                 "maintenance, notifiers, outbox, plan, runbooks, scheduler, severities, "
-                 "store)",
+                 "business_hours, checks, clocks, cloudwatch_publish, contacts, defaults, "
+                 "escalation, include, maintenance, notifiers, outbox, plan, runbooks, "
+                 "scheduler, severities, store)",
                  id="brackets-in-a-key"),
     pytest.param("defaults: {flapping: {high: 25, low: 75}}\n",
                  "defaults.flapping: expected low (75) below high (25)", id="flapping-inverted"),
