@@ -41,8 +41,10 @@ class Dispatcher:
 
     def __init__(self, store: Store, clock: Clock, settings: OutboxSettings,
                  notifiers: Mapping[str, Notifier], outbox: Outbox,
-                 scrub: Callable[[str], str] = str) -> None:
+                 scrub: Callable[[str], str] = str, owner: str | None = None) -> None:
         self.store = store
+        #: This agent's id on a shared store (claims are marked with it), else None.
+        self.owner = owner
         self.clock = clock
         self.settings = settings
         self.notifiers = notifiers
@@ -57,9 +59,13 @@ class Dispatcher:
     def start(self) -> None:
         """Reclaim notices a dead process left half-sent, then start the workers.
 
-        Only safe while this process holds the state directory's lock.
+        Alone on a store (the state directory's lock held) every claim is a dead
+        process's; on a shared one only those of agents whose lease has lapsed.
         """
-        released = self.store.notifications.release_all()
+        if self.owner is None:
+            released = self.store.notifications.release_all()
+        else:
+            released = self.store.notifications.release_dead(self.clock.now(), self.owner)
         if released:
             logger.warning("%d notice(s) were being sent when kanshi last stopped; "
                            "they will be sent again", released)
@@ -146,7 +152,8 @@ class Dispatcher:
         for n in self.store.notifications.needing_fallback(now, with_fallback):
             target = self.outbox.channels[n.channel].fallback
             with self.store.db.tx():
-                self.store.notifications.mark_fallback_queued(n.id)
+                if not self.store.notifications.mark_fallback_queued(n.id):
+                    continue  # another agent's housekeeping got there first
                 if n.origin_id is not None or target is None or self._covered(n, target):
                     continue  # a copy never falls back again; no stale or second copy
                 self.outbox.enqueue({**n.payload}, [target], event_id=n.event_id, origin_id=n.id)
@@ -164,7 +171,8 @@ class Dispatcher:
     def deliver_due(self, channel: str) -> int:
         """Claim and send ``channel``'s due notices; return how many were tried."""
         now = self.clock.now()
-        claimed = self.store.notifications.claim_due(now, now + LEASE, BATCH, channel)
+        claimed = self.store.notifications.claim_due(now, now + LEASE, BATCH, channel,
+                                                     self.owner)
         tried = 0
         for notification in claimed:
             if self._stop.is_set():

@@ -287,7 +287,10 @@ def _lagging(agent: Agent, intervals: float) -> list[str]:
 
 
 def _store_disk_full(agent: Agent) -> bool:
-    """The reserve is spent (released, or no room to recreate it) and space is short."""
+    """The reserve is spent (released, or no room to recreate it) and space is short.
+    Only the embedded SQLite store keeps a reserve; a shared store is on its server."""
+    if agent.shared_store:
+        return False
     reserve = agent.reserve
     if reserve.path.exists():
         return False

@@ -99,8 +99,9 @@ class IncidentManager:
     def close_orphan(self, incident: Incident, at: datetime, reason: str) -> None:
         """Close an incident whose check is gone, telling every enabled channel."""
         with self.store.db.tx():
+            if not self.store.incidents.resolve(incident.id, at):
+                return  # another agent closed it first (agents start together)
             event = self.store.incidents.add_event(incident.id, at, "closed", message=reason)
-            self.store.incidents.resolve(incident.id, at)
             if not self._suppressed(incident, "vanished", at):
                 fields = self._fields(incident, "vanished", Status.OK, incident.status, reason,
                                       at, outage=(at - incident.opened_at).total_seconds())

@@ -164,9 +164,11 @@ class RunbookService:
     def __init__(self, config: Config, store: Store, contract: Contract,
                  incidents: IncidentManager, specs: Mapping[str, CheckSpec], clock: Clock,
                  redactor: Redactor, *, kind: str = "agent", poll: float = 1.0,
-                 library: RunbookLibrary | None = None) -> None:
+                 library: RunbookLibrary | None = None, shared: bool = False) -> None:
         self.config = config
         self.store = store
+        #: Other agents use the store too: their runs are theirs while their lease lives.
+        self.shared = shared
         self.clock = clock
         self.owner = owner_id(kind)
         self.library = library or RunbookLibrary.load(config.root.runbooks.directories)
@@ -300,11 +302,15 @@ class RunbookService:
         directory's lock); a ``kanshi runbook run`` process is asked whether it lives.
         """
         now = self.clock.now()
+        live = set(self.store.leases.live(now)) if self.shared else set()
         for run in self.store.runbooks.abandoned(now + timedelta(seconds=1)):
             if run.owner == self.owner:
                 continue
-            previous_agent = at_start and bool(run.owner) and str(run.owner).startswith("agent:")
-            if not previous_agent and owner_alive(run.owner):
+            agent_run = bool(run.owner) and str(run.owner).startswith("agent:")
+            if self.shared and agent_run:
+                if run.owner in live:
+                    continue  # a live agent's run, wherever it is
+            elif not (at_start and agent_run) and owner_alive(run.owner):
                 continue
             if self.store.runbooks.adopt(run.id, self.owner, now, now + timedelta(seconds=1)):
                 self._resume_or_interrupt(run)

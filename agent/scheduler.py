@@ -10,6 +10,7 @@ when that changes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
@@ -52,7 +53,16 @@ class CheckScheduler:
         start = _now() + timedelta(seconds=first_delay(name, interval, self.spread))
         self._intervals[name] = interval
         self._scheduler.add_job(self._job, self._trigger(interval, start), args=(name,),
-                                id=f"check:{name}", name=f"check {name}")
+                                id=f"check:{name}", name=f"check {name}",
+                                replace_existing=True)
+
+    def remove_check(self, name: str) -> None:
+        """Stop scheduling ``name`` (a run in progress finishes)."""
+        from apscheduler.jobstores.base import JobLookupError
+
+        self._intervals.pop(name, None)
+        with contextlib.suppress(JobLookupError):
+            self._scheduler.remove_job(f"check:{name}")
 
     def add_task(self, name: str, func: Callable[[], Any], interval: float) -> None:
         """A housekeeping job (heartbeat, pruning) every ``interval`` seconds."""
@@ -72,11 +82,14 @@ class CheckScheduler:
 
     def _job(self, name: str) -> None:
         wanted = self._run(name)
-        if wanted != self._intervals.get(name):
+        if name in self._intervals and wanted != self._intervals[name]:
             self._intervals[name] = wanted
             start = _now() + timedelta(seconds=wanted)
-            self._scheduler.reschedule_job(f"check:{name}",
-                                           trigger=self._trigger(wanted, start))
+            try:
+                self._scheduler.reschedule_job(f"check:{name}",
+                                               trigger=self._trigger(wanted, start))
+            except LookupError:  # removed meanwhile (its lease went to another agent)
+                return
             logger.debug("check %s now runs every %g s", name, wanted)
 
     @staticmethod

@@ -20,13 +20,14 @@ from agent.dispatch import Dispatcher
 from agent.emergency import EmergencyNotices
 from agent.heartbeat_out import HeartbeatSender, agent_health
 from agent.incidents import IncidentManager
+from agent.leases import POLICY, WorkLeases, check_item
 from agent.lock import StateLock
 from agent.outbox import Outbox
 from agent.policy.contract import Contract
 from agent.policy.watch import PolicyWatch
 from agent.reserve import SpaceReserve
 from agent.runbook_library import RunbookLibrary
-from agent.runbook_service import RunbookService
+from agent.runbook_service import RunbookService, owner_id
 from agent.runner import CheckRunner
 from agent.scheduler import CheckScheduler
 from agent.sdnotify import SystemdNotifier
@@ -58,11 +59,17 @@ class Agent:
     """Wires config, store, checks, incidents and the outbox together."""
 
     def __init__(self, config: Config, *, clock: Clock | None = None,
-                 store: Store | None = None, library: RunbookLibrary | None = None) -> None:
+                 store: Store | None = None, library: RunbookLibrary | None = None,
+                 share_work: bool | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.redactor = Redactor(config.secrets())
-        self.store = store or open_store(config.state_dir)
+        url = config.root.store.url
+        self.store = store or open_store(
+            config.state_dir, url=url.get_secret_value() if url is not None else None)
+        #: Other agents may share the store (PostgreSQL): the work is leased.
+        self.shared_store = self.store.db.shared
+        self.agent_id = owner_id("agent")
         self.specs = {s.name: s for s in config.enabled_checks}
         self.shared = LocalResources()
         self.checks = {name: build_check(spec, self.clock, self.shared, self.redactor,
@@ -74,13 +81,14 @@ class Agent:
         self.outbox = Outbox(self.store, self.clock, settings, channels,
                              config.root.agent.timezone)
         self.dispatcher = Dispatcher(self.store, self.clock, settings, self.notifiers,
-                                     self.outbox, scrub=self.redactor)
+                                     self.outbox, scrub=self.redactor,
+                                     owner=self.agent_id if self.shared_store else None)
         self.contract = Contract(config, self.store)
         self.incidents = IncidentManager(self.store, self.outbox, config.root.agent.name,
                                          self.contract.maintenance, self.specs)
         self.runbooks = RunbookService(config, self.store, self.contract, self.incidents,
                                        self.specs, self.clock, self.redactor,
-                                       library=library)
+                                       library=library, shared=self.shared_store)
         self.incidents.on_opened = self.runbooks.on_incident_opened
         self.policy = PolicyWatch(config, self.contract, self.store, self.incidents, self.specs,
                                   self.clock)
@@ -94,6 +102,14 @@ class Agent:
         self.heartbeat_out: HeartbeatSender | None = None
         self.scheduler = CheckScheduler(self.run_check, workers=config.root.scheduler.workers,
                                         spread=config.root.scheduler.spread)
+        self.leases: WorkLeases | None = None
+        # Tests that drive one agent by hand on PostgreSQL say share_work=False: every
+        # check is theirs, as on SQLite (the store's code path is still the shared one).
+        if self.shared_store if share_work is None else share_work:
+            self.leases = WorkLeases(self.store.leases, self.agent_id,
+                                     [POLICY, *map(check_item, self.specs)],
+                                     config.root.store.lease, self.clock,
+                                     self._gained, self._lost)
         self._run_id: int | None = None
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
@@ -103,15 +119,21 @@ class Agent:
     def start(self) -> None:
         """Lock the state directory, record this run, close what left the config, go.
 
-        Raises :class:`agent.lock.AlreadyRunning` if another agent uses the store.
+        Raises :class:`agent.lock.AlreadyRunning` if another agent uses the SQLite store.
+        On a shared store the checks this agent runs come and go with its leases.
         """
-        self.lock.acquire()
-        self.reserve.ensure()
+        if not self.shared_store:
+            self.lock.acquire()
+            self.reserve.ensure()
         now = self.clock.now()
         self._run_id = self.store.runs.start(os.uname().nodename, os.getpid(), __version__, now)
         self.close_unconfigured()
-        for name, spec in self.specs.items():
-            self.scheduler.add_check(name, spec.interval)
+        if self.leases is not None:
+            self.leases.join()  # the first share is scheduled before the scheduler starts
+            self.leases.start()
+        else:
+            for name, spec in self.specs.items():
+                self.scheduler.add_check(name, spec.interval)
         self.scheduler.add_task("heartbeat", self.heartbeat, self.config.root.agent.heartbeat)
         self.scheduler.add_task("prune-history", self.prune_history, PRUNE_EVERY)
         self.scheduler.add_task("policy", self._policy_tick, POLICY_EVERY)
@@ -127,7 +149,10 @@ class Agent:
                 self._start_api()
             except Exception:
                 self.store.runs.stop(self._run_id, self.clock.now())
-                self.lock.release()
+                if self.leases is not None:
+                    self.leases.stop()
+                if not self.shared_store:
+                    self.lock.release()
                 raise
         self.dispatcher.start()
         self.runbooks.start()
@@ -148,6 +173,8 @@ class Agent:
         _attempt("stopping the scheduler", lambda: self.scheduler.shutdown(wait=True))
         if self.heartbeat_out is not None:
             _attempt("closing the heartbeat", self.heartbeat_out.close)
+        if self.leases is not None:
+            _attempt("giving back leases", self.leases.stop)
         _attempt("stopping runbooks", self.runbooks.stop)
         senders_done = self.dispatcher.stop()
         for check in self.checks.values():
@@ -160,7 +187,8 @@ class Agent:
             _attempt("recording the stop", lambda: self.store.runs.stop(run_id, self.clock.now()))
         if senders_done:  # a sender still stuck in a send may yet write its outcome
             self.store.close()
-        self.lock.release()
+        if not self.shared_store:
+            self.lock.release()
         logger.info("kanshi stopped")
 
     def _start_api(self) -> None:
@@ -176,7 +204,11 @@ class Agent:
             self.api = None
             raise
         if not self.store.tokens.all():
-            path = write_initial_token(self.store, self.config.state_dir, self.clock.now())
+            try:
+                path = write_initial_token(self.store, self.config.state_dir, self.clock.now())
+            except Exception:  # on a shared store another agent made it first
+                logger.info("web page and API at %s", self.api.public_url)
+                return
             logger.warning("no API token existed: created token 'admin' (role admin) in %s — "
                            "log in at %s with it, then make your own with `kanshi token add` "
                            "and revoke it", path, self.api.public_url)
@@ -192,16 +224,38 @@ class Agent:
         """Record that the agent is alive (and that its parts are)."""
         if self._run_id is not None:
             self.store.runs.beat(self._run_id, self.clock.now())
+        if self.shared_store:
+            self.store.notifications.release_dead(self.clock.now(), self.agent_id)
         if not self.dispatcher.alive:
             logger.critical("a notification worker has died: notices are not being sent; "
                             "restart kanshi")
-        self.reserve.ensure()
+        if not self.shared_store:
+            self.reserve.ensure()
+
+    def _gained(self, items: set[str]) -> None:
+        for item in sorted(items):
+            name = item.removeprefix("check:")
+            if item != name and name in self.specs:
+                self.scheduler.add_check(name, self.specs[name].interval)
+
+    def _lost(self, items: set[str]) -> None:
+        for item in sorted(items):
+            name = item.removeprefix("check:")
+            if item != name:
+                self.scheduler.remove_check(name)
+
+    def _runs(self, item: str) -> bool:
+        """Is ``item`` this agent's to run (always, on a store of its own)?"""
+        return self.leases is None or self.leases.holds(item)
 
     def _policy_tick(self) -> None:
-        self.policy.tick()
+        if self._runs(POLICY):
+            self.policy.tick()
         self.dispatcher.wake()
 
     def prune_history(self) -> None:
+        if not self._runs(POLICY):
+            return
         cutoff = self.clock.now() - timedelta(seconds=self.config.root.store.history)
         removed = self.store.checks.prune_history(cutoff)
         if removed:
@@ -212,6 +266,8 @@ class Agent:
     def run_check(self, name: str) -> float:
         """Run one check now and process its results; return the next interval."""
         spec, check = self.specs[name], self.checks[name]
+        if not self._runs(check_item(name)):
+            return spec.interval  # another agent's now; the job is being removed
         try:
             memory = json.dumps(check.context.state, sort_keys=True, default=str)
             results = self.runner.run(check, spec.timeout)
@@ -258,6 +314,13 @@ class Agent:
         soft = False
         whole_run = any(r.target == "" for r in results)  # about the check as a whole
         with self.store.db.tx():
+            if self.leases is not None and not self.store.leases.holds(
+                    check_item(spec.name), self.agent_id, now):
+                # The lease lapsed while the check ran (a stall, a lost store): another
+                # agent may run it now, so these results are not ours to record.
+                logger.warning("check %s: results dropped, its lease is no longer ours",
+                               spec.name)
+                return False
             for result in self._with_check_level(spec, results, states):
                 before = states.get(result.target) or CheckState.fresh(result.at or now)
                 step = advance(before, result.status, result.at or now, spec.max_attempts,

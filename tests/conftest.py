@@ -15,9 +15,10 @@ import pytest
 STRICT = os.environ.get("KANSHI_CI_STRICT") == "1"
 
 # Fixtures for real peers, usable by every test module.
-pytest_plugins = ["tests.support.mounts", "tests.support.agents", "tests.support.frozen",
-                  "tests.support.scripted", "tests.support.postgres", "tests.support.mariadb",
-                  "tests.support.notifiers"]
+# stores before frozen, which imports it (else pytest cannot rewrite its asserts).
+pytest_plugins = ["tests.support.mounts", "tests.support.stores", "tests.support.agents",
+                  "tests.support.frozen", "tests.support.scripted", "tests.support.postgres",
+                  "tests.support.mariadb", "tests.support.notifiers"]
 
 
 @pytest.hookimpl(hookwrapper=True)

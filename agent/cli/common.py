@@ -70,6 +70,13 @@ def existing_store(config: Config, *, write: bool = False) -> Store:
 
     Tools never create or migrate a store: that is the agent's job.
     """
+    url = config.root.store.url
+    if url is not None:  # a shared PostgreSQL store: opening it tells whether it is one
+        try:
+            return open_store(config.state_dir, migrate=False, readonly=not write,
+                              url=url.get_secret_value())
+        except StoreError as exc:
+            fail(str(exc), 1)
     db = config.state_dir / DB_NAME
     try:
         exists = db.exists()

@@ -22,7 +22,10 @@ def status(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
     store = existing_store(config)
     try:
-        alive = _agent_line(config, store.runs.latest())
+        if store.db.shared:
+            alive = _shared_agents(config, store)
+        else:
+            alive = _agent_line(config, store.runs.latest())
         _checks(config, store)
         _queues(store)
     finally:
@@ -46,6 +49,33 @@ def _agent_line(config: Config, run: AgentRun | None) -> bool:
     echo(f"agent:      running on {run.host} (pid {run.pid}, kanshi {run.version}, up "
          f"{ago((now - run.started_at).total_seconds())}, heartbeat {ago(silent)} ago)")
     return True
+
+
+def _shared_agents(config: Config, store: Store) -> bool:
+    """Agents on a shared store: who is live, and which checks each holds the lease of."""
+    now = datetime.now(UTC)
+    leases = [lease for lease in store.leases.all() if lease.expires_at > now]
+    agents = [a for a in store.leases.agents() if a.live(now) or
+              (now - a.seen_at).total_seconds() < 86400]
+    live = [a for a in agents if a.live(now)]
+    echo(f"agents:     {len(live)} live on a shared store "
+         f"(lease {config.root.store.lease:g} s)")
+    rows = []
+    for agent in agents:
+        held = sorted(lease.name.removeprefix("check:") for lease in leases
+                      if lease.agent == agent.id)
+        state = "live" if agent.live(now) else \
+            ("stopped" if agent.stopped_at else "DEAD (lease lapsed)")
+        rows.append((agent.id, state, f"{ago((now - agent.seen_at).total_seconds())} ago",
+                     str(len(held)), ", ".join(held) or "-"))
+    if rows:
+        echo(table(("AGENT", "STATE", "SEEN", "LEASES", "RUNS"), rows))
+    unowned = sorted({f"check:{c.name}" for c in config.enabled_checks}
+                     - {lease.name for lease in leases})
+    if unowned:
+        echo(f"unowned:    {', '.join(n.removeprefix('check:') for n in unowned)} "
+             "(being handed over)")
+    return bool(live)
 
 
 def _pid_alive(run: AgentRun) -> bool:

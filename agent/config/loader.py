@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
@@ -101,6 +102,10 @@ class Config:
             found.update(_secret_values(model))
         if self.root.heartbeat_out is not None:
             found.update(self.root.heartbeat_out.secret_values())
+        url = self.root.store.url
+        if url is not None:  # the password inside the store URL
+            found.update(p for p in [url.get_secret_value(),
+                                     urlsplit(url.get_secret_value()).password] if p)
         return {s for s in found if s}
 
 

@@ -13,7 +13,7 @@ import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from agent.api.settings import ApiSettings
@@ -60,6 +60,19 @@ class SchedulerSettings(Model):
 
 class StoreSettings(Model):
     history: Duration = 14 * 86400.0
+    #: ``postgresql://user:password@host/db``: several agents share this store and the
+    #: work (leases); unset = the embedded SQLite in ``agent.state_dir``, one agent.
+    url: SecretStr | None = None
+    #: A dead agent's checks move to the others within this period (shared store only).
+    lease: Duration = Field(30.0, ge=1.0, le=3600.0)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_only(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and not url.get_secret_value().startswith(
+                ("postgresql://", "postgres://")):
+            raise PydanticCustomError("kanshi", "expected a postgresql:// URL")
+        return url
 
 
 class FlappingSettings(Model):

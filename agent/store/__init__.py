@@ -1,4 +1,4 @@
-"""Persistent state: SQLite (WAL) with versioned migrations."""
+"""Persistent state: SQLite (WAL) or a shared PostgreSQL, with versioned migrations."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 
 from agent.store.audit import AuditLog
 from agent.store.checks import CheckStore
-from agent.store.db import Database, StoreError
+from agent.store.db import Database, StoreError, connect
 from agent.store.incidents import IncidentStore
+from agent.store.leases import LeaseStore
 from agent.store.maintenance import MaintenanceStore
 from agent.store.notifications import NotificationStore
 from agent.store.runbooks import RunbookStore
@@ -31,15 +32,17 @@ class Store:
     maintenance: MaintenanceStore
     runbooks: RunbookStore
     tokens: TokenStore
+    leases: LeaseStore
 
     def close(self) -> None:
         self.db.close()
 
 
-def open_store(state_dir: Path, *, migrate: bool = True, readonly: bool = False) -> Store:
-    """Open the store in ``state_dir``: migrated (the agent), or checked to be of this
-    kanshi's schema (tools), optionally read-only."""
-    db = Database(state_dir / DB_NAME, readonly=readonly)
+def open_store(state_dir: Path, *, migrate: bool = True, readonly: bool = False,
+               url: str | None = None) -> Store:
+    """Open the store — PostgreSQL at ``url``, else SQLite in ``state_dir`` — migrated
+    (the agent), or checked to be of this kanshi's schema (tools), optionally read-only."""
+    db = connect(state_dir / DB_NAME, url, readonly=readonly)
     try:
         if migrate and not readonly:
             db.migrate()
@@ -49,7 +52,8 @@ def open_store(state_dir: Path, *, migrate: bool = True, readonly: bool = False)
         db.close()
         raise
     return Store(db, CheckStore(db), IncidentStore(db), NotificationStore(db), AuditLog(db),
-                 AgentRuns(db), MaintenanceStore(db), RunbookStore(db), TokenStore(db))
+                 AgentRuns(db), MaintenanceStore(db), RunbookStore(db), TokenStore(db),
+                 LeaseStore(db))
 
 
 __all__ = ["Store", "StoreError", "open_store"]

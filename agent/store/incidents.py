@@ -69,13 +69,16 @@ class IncidentStore:
 
     def create(self, check: str, target: str, status: Status, severity: str, message: str,
                opened_at: datetime, flapping: bool = False) -> int:
+        """Open an incident. A second open one for the same (check, target) — two agents
+        racing — violates ``incidents_one_open`` and rolls back the whole transaction,
+        notices included, so exactly one incident and one problem notice survive."""
         with self.db.tx() as conn:
             cur = conn.execute(
                 "INSERT INTO incidents (dedup_key, check_name, target, status, severity, message,"
-                " opened_at, flapping) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " opened_at, flapping) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (dedup_key(check, target), check, target, int(status), severity, message,
                  ts(opened_at), int(flapping)))
-            return int(cur.lastrowid or 0)
+            return int(cur.fetchone()[0])
 
     def add_event(self, incident_id: int, at: datetime, kind: str, *,
                   status: Status | None = None, message: str = "", actor: str = "",
@@ -83,10 +86,10 @@ class IncidentStore:
         with self.db.tx() as conn:
             cur = conn.execute(
                 "INSERT INTO incident_events (incident_id, at, kind, status, message, actor, data)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (incident_id, ts(at), kind, None if status is None else int(status), message,
                  actor, json.dumps(data or {}, sort_keys=True, default=str)))
-            return int(cur.lastrowid or 0)
+            return int(cur.fetchone()[0])
 
     def update(self, incident_id: int, *, status: Status | None = None,
                message: str | None = None, flapping: bool | None = None,
@@ -105,10 +108,11 @@ class IncidentStore:
                 conn.execute(f"UPDATE incidents SET {', '.join(sets)} WHERE id = ?",
                              (*values, incident_id))
 
-    def resolve(self, incident_id: int, at: datetime) -> None:
+    def resolve(self, incident_id: int, at: datetime) -> bool:
+        """Resolve an open incident; False if it was already resolved (by another agent)."""
         with self.db.tx() as conn:
-            conn.execute("UPDATE incidents SET resolved_at = ? WHERE id = ?",
-                         (ts(at), incident_id))
+            return conn.execute("UPDATE incidents SET resolved_at = ? WHERE id = ?"
+                                " AND resolved_at IS NULL", (ts(at), incident_id)).rowcount == 1
 
     def get(self, incident_id: int) -> Incident | None:
         with self.db.read() as conn:

@@ -30,10 +30,10 @@ class MaintenanceStore:
         with self.db.tx() as conn:
             cur = conn.execute(
                 "INSERT INTO maintenance_windows (targets, starts_at, ends_at, reason,"
-                " created_by, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                " created_by, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                 (json.dumps(list(targets)), ts(starts_at), ts(ends_at), reason, created_by,
                  ts(now)))
-            return int(cur.lastrowid or 0)
+            return int(cur.fetchone()[0])
 
     def end(self, window_id: int, at: datetime) -> bool:
         """End a window now (or cancel one not started yet); False if none was open."""

@@ -3,7 +3,10 @@
 States: ``pending`` → ``sending`` (claimed, with a lease) → ``delivered``; or
 ``failed`` (a permanent error) / ``expired`` (gave up after ``give_up_after``).
 A ``sending`` row whose lease ran out — the agent died mid-send — is claimable
-again, so nothing is lost to a crash.
+again, so nothing is lost to a crash. On a shared (PostgreSQL) store several
+agents claim at once: the inner SELECT takes its rows ``FOR UPDATE SKIP LOCKED``,
+so each notice goes to exactly one of them, and ``claimed_by`` lets a dead
+agent's claims be given back as soon as its agent lease lapses.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 from agent.store.db import Database, parse_ts, ts
 
 _CLAIM = """
-UPDATE notifications SET state = 'sending', claimed_until = :lease
+UPDATE notifications SET state = 'sending', claimed_until = :lease, claimed_by = :owner
 WHERE id IN (
     SELECT n.id FROM notifications n
     WHERE n.channel = :channel
@@ -24,9 +27,10 @@ WHERE id IN (
            OR (n.state = 'sending' AND n.claimed_until < :now))
       AND NOT EXISTS (  -- keep each channel's notices of one incident in order
           SELECT 1 FROM notifications p
-          WHERE p.channel = n.channel AND p.incident_id IS n.incident_id AND p.id < n.id
+          WHERE p.channel = n.channel AND p.id < n.id
+            AND p.incident_id IS NOT DISTINCT FROM n.incident_id
             AND p.state IN ('pending', 'sending'))
-    ORDER BY n.id LIMIT :limit)
+    ORDER BY n.id LIMIT :limit{skip_locked})
 RETURNING *
 """
 
@@ -69,17 +73,18 @@ class NotificationStore:
             cur = conn.execute(
                 "INSERT INTO notifications (incident_id, event_id, channel, kind, payload,"
                 " created_at, next_attempt_at, fallback_at, expires_at, origin_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (incident_id, event_id, channel, kind, json.dumps(payload, ensure_ascii=False),
                  ts(now), ts(now), ts(fallback_at), ts(expires_at), origin_id))
-            return int(cur.lastrowid or 0)
+            return int(cur.fetchone()[0])
 
     def claim_due(self, now: datetime, lease_until: datetime, limit: int,
-                  channel: str) -> list[Notification]:
+                  channel: str, owner: str | None = None) -> list[Notification]:
         """Atomically take up to ``limit`` of ``channel``'s notices that are due."""
         with self.db.tx() as conn:
-            rows = conn.execute(_CLAIM, {"lease": ts(lease_until), "now": ts(now),
-                                         "limit": limit, "channel": channel}).fetchall()
+            rows = conn.execute(_CLAIM.format(skip_locked=self.db.skip_locked),
+                                {"lease": ts(lease_until), "now": ts(now), "limit": limit,
+                                 "channel": channel, "owner": owner}).fetchall()
         return sorted((_notification(r) for r in rows), key=lambda n: n.id)
 
     def delivered(self, notification_id: int, at: datetime, duration: float) -> None:
@@ -104,8 +109,17 @@ class NotificationStore:
     def release_all(self) -> int:
         """Give back every claim (at start, when no other sender can be alive)."""
         with self.db.tx() as conn:
-            return conn.execute("UPDATE notifications SET state = 'pending', claimed_until = NULL"
-                                " WHERE state = 'sending'").rowcount
+            return conn.execute("UPDATE notifications SET state = 'pending', claimed_until = NULL,"
+                                " claimed_by = NULL WHERE state = 'sending'").rowcount
+
+    def release_dead(self, now: datetime, me: str) -> int:
+        """Give back claims of agents that are no longer live (a shared store)."""
+        with self.db.tx() as conn:
+            return conn.execute(
+                "UPDATE notifications SET state = 'pending', claimed_until = NULL,"
+                " claimed_by = NULL WHERE state = 'sending' AND (claimed_by IS NULL OR"
+                " (claimed_by != ? AND claimed_by NOT IN (SELECT id FROM agents"
+                " WHERE expires_at > ? AND stopped_at IS NULL)))", (me, ts(now))).rowcount
 
     def fail_unconfigured(self, now: datetime, channels: set[str]) -> int:
         """Stop notices waiting for a channel that is no longer configured."""
@@ -128,8 +142,9 @@ class NotificationStore:
     def release(self, notification_id: int) -> None:
         """Give a claimed notice back untouched (e.g. on shutdown)."""
         with self.db.tx() as conn:
-            conn.execute("UPDATE notifications SET state = 'pending', claimed_until = NULL"
-                         " WHERE id = ? AND state = 'sending'", (notification_id,))
+            conn.execute("UPDATE notifications SET state = 'pending', claimed_until = NULL,"
+                         " claimed_by = NULL WHERE id = ? AND state = 'sending'",
+                         (notification_id,))
 
     def needing_fallback(self, now: datetime, channels: set[str]) -> list[Notification]:
         """Undelivered notices past their fallback time (or given up) on ``channels``."""
@@ -143,10 +158,11 @@ class NotificationStore:
                 f" AND channel IN ({marks}) ORDER BY id", (ts(now), *sorted(channels))).fetchall()
         return [_notification(r) for r in rows]
 
-    def mark_fallback_queued(self, notification_id: int) -> None:
+    def mark_fallback_queued(self, notification_id: int) -> bool:
+        """Mark the notice's fallback as handled; False if another agent already did."""
         with self.db.tx() as conn:
-            conn.execute("UPDATE notifications SET fallback_queued = 1 WHERE id = ?",
-                         (notification_id,))
+            return conn.execute("UPDATE notifications SET fallback_queued = 1 WHERE id = ?"
+                                " AND fallback_queued = 0", (notification_id,)).rowcount == 1
 
     def expire(self, now: datetime) -> int:
         """Stop retrying notices past their ``expires_at``."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -74,11 +73,11 @@ class RunbookStore:
             cur = conn.execute(
                 "INSERT INTO runbook_runs (runbook, target, params, trigger, incident_id,"
                 " requested_by, dry_run, state, scheduled_for, created_at, owner, heartbeat_at,"
-                " parent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " parent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (runbook, target, json.dumps(params, sort_keys=True, default=str), trigger,
                  incident_id, requested_by, int(dry_run), state, ts(scheduled_for), ts(now),
                  owner, ts(now) if owner else None, parent_id))
-            return int(cur.lastrowid or 0)
+            return int(cur.fetchone()[0])
 
     def get(self, run_id: int) -> Run | None:
         with self.db.read() as conn:
@@ -119,8 +118,8 @@ class RunbookStore:
             rows = conn.execute(
                 "UPDATE runbook_runs SET owner = ?, heartbeat_at = ?, state = 'waiting_lock'"
                 " WHERE id IN (SELECT id FROM runbook_runs WHERE state = 'scheduled'"
-                " AND scheduled_for <= ? AND owner IS NULL ORDER BY scheduled_for, id LIMIT ?)"
-                " RETURNING *", (owner, ts(now), ts(now), limit)).fetchall()
+                " AND scheduled_for <= ? AND owner IS NULL ORDER BY scheduled_for, id LIMIT ?"
+                f"{self.db.skip_locked}) RETURNING *", (owner, ts(now), ts(now), limit)).fetchall()
         return sorted((_run(r) for r in rows), key=lambda r: r.id)
 
     def abandoned(self, stale_before: datetime) -> list[Run]:
@@ -173,17 +172,21 @@ class RunbookStore:
     # -- locks ----------------------------------------------------------------------
 
     def lock(self, target: str, run_id: int, now: datetime) -> int | None:
-        """Take the target for ``run_id``; return the holder's run id if someone has it."""
+        """Take the target for ``run_id``; return the holder's run id if someone has it.
+
+        The primary key on ``target`` decides between agents; ``ON CONFLICT DO
+        NOTHING`` (not a caught error) keeps a surrounding PostgreSQL transaction usable.
+        """
         with self.db.tx() as conn:
-            try:
-                conn.execute("INSERT INTO runbook_locks (target, run_id, acquired_at)"
-                             " VALUES (?, ?, ?)", (target, run_id, ts(now)))
-                return None
-            except sqlite3.IntegrityError:
+            while True:  # the holder may let go between our insert and our look
+                if conn.execute("INSERT INTO runbook_locks (target, run_id, acquired_at)"
+                                " VALUES (?, ?, ?) ON CONFLICT (target) DO NOTHING"
+                                " RETURNING run_id", (target, run_id, ts(now))).fetchone():
+                    return None
                 row = conn.execute("SELECT run_id FROM runbook_locks WHERE target = ?",
                                    (target,)).fetchone()
-                holder = int(row[0]) if row else None
-                return None if holder == run_id else holder
+                if row is not None:
+                    return None if int(row[0]) == run_id else int(row[0])
 
     def unlock(self, target: str, run_id: int) -> None:
         with self.db.tx() as conn:
@@ -204,12 +207,13 @@ class RunbookStore:
         with self.db.tx() as conn:
             cur = conn.execute(
                 "INSERT INTO runbook_steps (run_id, level, step, action, attempt, state,"
-                " started_at, inputs, budget_key, resumable) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " started_at, inputs, budget_key, resumable) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                " RETURNING id",
                 (run_id, level, step, action, attempt, state, ts(now),
                  json.dumps(inputs, sort_keys=True, default=str), budget_key, int(resumable)))
             conn.execute("UPDATE runbook_runs SET heartbeat_at = ? WHERE id = ?",
                          (ts(now), run_id))
-            return int(cur.lastrowid or 0)
+            return int(cur.fetchone()[0])
 
     def step_finished(self, step_id: int, state: str, now: datetime, *, changed: bool,
                       outputs: dict[str, Any], summary: str, error: str | None) -> None:

@@ -31,9 +31,9 @@ class AgentRuns:
     def start(self, host: str, pid: int, version: str, at: datetime) -> int:
         with self.db.tx() as conn:
             cur = conn.execute("INSERT INTO agent_runs (host, pid, version, started_at,"
-                               " last_seen_at) VALUES (?, ?, ?, ?, ?)",
+                               " last_seen_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
                                (host, pid, version, ts(at), ts(at)))
-            return int(cur.lastrowid or 0)
+            return int(cur.fetchone()[0])
 
     def beat(self, run_id: int, at: datetime) -> None:
         with self.db.tx() as conn:

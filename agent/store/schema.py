@@ -194,4 +194,29 @@ V4 = (
         revoked_at   TEXT)""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (V1, V2, V3, V4)
+V5 = (
+    # Scale-out (several agents on one PostgreSQL store). Each live agent renews its
+    # row; work items (a check, the policy watch) are leased to one agent at a time.
+    # A lease is only taken over once it has expired, so an item never runs on two
+    # agents, and a dead agent's items move within one lease period.
+    """CREATE TABLE agents (
+        id         TEXT PRIMARY KEY,
+        host       TEXT NOT NULL,
+        pid        INTEGER NOT NULL,
+        version    TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        seen_at    TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        stopped_at TEXT)""",
+    """CREATE TABLE leases (
+        name        TEXT PRIMARY KEY,
+        agent       TEXT NOT NULL,
+        acquired_at TEXT NOT NULL,
+        expires_at  TEXT NOT NULL)""",
+    "CREATE INDEX leases_by_agent ON leases (agent)",
+    # Which agent claimed a notice, so a dead agent's claims are given back at once
+    # instead of after the whole claim lease.
+    "ALTER TABLE notifications ADD COLUMN claimed_by TEXT",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (V1, V2, V3, V4, V5)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,15 +40,16 @@ class TokenStore:
 
     def add(self, name: str, role: str, token: str, created_by: str, now: datetime) -> int:
         """Store the hash of ``token``; raise :class:`TokenExists` for a taken name."""
-        try:
-            with self.db.tx() as conn:
-                cur = conn.execute(
-                    "INSERT INTO api_tokens (name, role, token_sha256, created_at, created_by)"
-                    " VALUES (?, ?, ?, ?, ?)", (name, role, token_hash(token), ts(now),
-                                                created_by))
-                return int(cur.lastrowid or 0)
-        except sqlite3.IntegrityError as exc:
-            raise TokenExists(f"a token named {name!r} exists already") from exc
+        # ON CONFLICT, not catching an integrity error: on PostgreSQL that would
+        # abort the transaction; this works the same on both stores.
+        with self.db.tx() as conn:
+            row = conn.execute(
+                "INSERT INTO api_tokens (name, role, token_sha256, created_at, created_by)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                (name, role, token_hash(token), ts(now), created_by)).fetchone()
+        if row is None:
+            raise TokenExists(f"a token named {name!r} exists already")
+        return int(row[0])
 
     def by_hash(self, digest: str) -> TokenRecord | None:
         with self.db.read() as conn:

@@ -15,6 +15,7 @@ from checks.base import Result, Status
 from notifiers.base import NotifierError
 from tests.support.agents import StartAgent
 from tests.support.scripted import RecordingNotifier, Script
+from tests.support.stores import store_yaml
 
 OK, W, C, U = Status.OK, Status.WARNING, Status.CRITICAL, Status.UNKNOWN
 
@@ -35,7 +36,8 @@ checks:
 
 
 @pytest.fixture
-def make_agent(tmp_path: Path, scripted: dict[str, Script]) -> Iterator[Callable[..., Agent]]:
+def make_agent(tmp_path: Path, scripted: dict[str, Script],
+               store_url: str | None) -> Iterator[Callable[..., Agent]]:
     agents: list[Agent] = []
     clock = FrozenClock()
 
@@ -44,8 +46,9 @@ def make_agent(tmp_path: Path, scripted: dict[str, Script]) -> Iterator[Callable
         path.write_text(textwrap.dedent(f"""
             agent: {{name: host1, state_dir: state, locale: {locale}}}
             defaults: {{flapping: {{enabled: false}}}}
-            """) + textwrap.dedent(channels) + textwrap.dedent(extra), encoding="utf-8")
-        agent = Agent(load_config(path, environ={}), clock=clock)
+            """) + textwrap.dedent(channels) + textwrap.dedent(extra) + store_yaml(store_url),
+            encoding="utf-8")
+        agent = Agent(load_config(path, environ={}), clock=clock, share_work=False)
         agents.append(agent)
         return agent
 

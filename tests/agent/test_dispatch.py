@@ -16,11 +16,13 @@ from agent.service import Agent
 from checks.base import Status
 from notifiers.base import NotifierError
 from tests.support.scripted import RecordingNotifier, Script
+from tests.support.stores import store_yaml
 from tests.support.wait import wait_for
 
 
 @pytest.fixture
-def make_agent(tmp_path: Path, scripted: dict[str, Script]) -> Iterator[Callable[[], Agent]]:
+def make_agent(tmp_path: Path, scripted: dict[str, Script],
+               store_url: str | None) -> Iterator[Callable[[], Agent]]:
     path = tmp_path / "kanshi.yaml"
     path.write_text(textwrap.dedent("""
         agent: {name: host1, state_dir: state}
@@ -29,11 +31,11 @@ def make_agent(tmp_path: Path, scripted: dict[str, Script]) -> Iterator[Callable
           - {name: slow, type: recording}
           - {name: fast, type: recording}
         checks: []
-    """), encoding="utf-8")
+    """) + store_yaml(store_url), encoding="utf-8")
     agents: list[Agent] = []
 
     def make() -> Agent:
-        agent = Agent(load_config(path, environ={}))
+        agent = Agent(load_config(path, environ={}), share_work=False)
         agents.append(agent)
         return agent
 

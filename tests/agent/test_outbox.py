@@ -16,10 +16,11 @@ from agent.store.db import ts
 from checks.base import Status
 from notifiers.base import NotifierError
 from tests.support.scripted import RecordingNotifier, Script
+from tests.support.stores import store_yaml
 
 
 @pytest.fixture
-def agent(tmp_path: Path, scripted: dict[str, Script]) -> Iterator[Agent]:
+def agent(tmp_path: Path, scripted: dict[str, Script], store_url: str | None) -> Iterator[Agent]:
     path = tmp_path / "kanshi.yaml"
     path.write_text(textwrap.dedent("""
         agent: {name: host1, state_dir: state}
@@ -28,8 +29,8 @@ def agent(tmp_path: Path, scripted: dict[str, Script]) -> Iterator[Agent]:
           - {name: pager, type: recording, fallback: backup}
           - {name: backup, type: recording}
         checks: []
-    """), encoding="utf-8")
-    made = Agent(load_config(path, environ={}), clock=FrozenClock())
+    """) + store_yaml(store_url), encoding="utf-8")
+    made = Agent(load_config(path, environ={}), clock=FrozenClock(), share_work=False)
     yield made
     made.store.close()
 

@@ -12,20 +12,22 @@ import pytest
 from agent.clock import FrozenClock
 from agent.config import load_config
 from agent.service import Agent
+from tests.support.stores import store_yaml
 
 MakeAgent = Callable[..., Agent]
 
 
 @pytest.fixture
-def frozen_agent(tmp_path: Path) -> Iterator[MakeAgent]:
+def frozen_agent(tmp_path: Path, store_url: str | None) -> Iterator[MakeAgent]:
     """``frozen_agent(yaml, start=datetime)``: an Agent whose clock moves only when
-    ``agent.clock.advance(s)`` is called; its run is recorded as started."""
+    ``agent.clock.advance(s)`` is called; its run is recorded as started. Runs on
+    both store backends (``store_url``)."""
     agents: list[Agent] = []
 
     def make(text: str, start: datetime | None = None, *, record_run: bool = True) -> Agent:
         path = tmp_path / "kanshi.yaml"
-        path.write_text(textwrap.dedent(text), encoding="utf-8")
-        agent = Agent(load_config(path, environ={}), clock=FrozenClock(start))
+        path.write_text(textwrap.dedent(text) + store_yaml(store_url), encoding="utf-8")
+        agent = Agent(load_config(path, environ={}), clock=FrozenClock(start), share_work=False)
         if record_run:
             agent._run_id = agent.store.runs.start("testhost", 1, "test", agent.clock.now())
         agents.append(agent)
